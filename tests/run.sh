@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every lorasweep test: sets up and builds if needed (cluster/setup.sh), runs the whole CTest
+# suite, then the file-format parsers again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# Exits non-zero on any failure.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+cluster/setup.sh
+
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
+jobs=$(nproc)
+
+echo "[tests] ctest (build/)"
+(cd build && ctest --output-on-failure -j "$jobs")
+
+# The parsers read untrusted files: run their tests again with ASan/UBSan.
+echo "[tests] sanitizer build (build-asan/): parser and quantization tests"
+export CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=1
+if [[ ! -f build-asan/build.ninja ]]; then
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLORASWEEP_CUDA=OFF \
+    -DLORASWEEP_SANITIZE=ON -DLORASWEEP_BUILD_BENCH=OFF \
+    -DLORASWEEP_TEST_FILTER='safetensors|gguf|quantize|dtype' >/dev/null
+fi
+cmake --build build-asan -j "$jobs"
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j "$jobs")
+echo "[tests] all passed"
