@@ -3,7 +3,8 @@
 // then the tensor data section aligned to `general.alignment` (default 32).
 //
 // The reader memory-maps the file and validates every count, string length, type tag, dimension and
-// byte range before use; errors name the file and what was wrong. Tensor data are views into the map.
+// byte range before use; errors name the file and what was wrong. Tensor data are views into the
+// map.
 //
 // Dequantization formulas of the block formats (32 weights per block):
 //   Q4_0: f16 d, 16 bytes; w[j] = (lo_nibble(b[j]) - 8) * d, w[j+16] = (hi_nibble(b[j]) - 8) * d
@@ -24,7 +25,9 @@
 
 namespace lorasweep {
 
-// ggml tensor type ids (ggml.h `enum ggml_type`) that lorasweep reads.
+// ggml tensor type ids (ggml.h `enum ggml_type`) that lorasweep reads. These cover the published
+// SmolLM2-135M-Instruct Q4_1 file (F32, Q4_1, Q8_0); other ids (K-quants, I-quants, ...) are
+// rejected with their ggml name when a file is opened.
 enum class GgmlType : uint32_t {
   kF32 = 0,
   kF16 = 1,
@@ -38,7 +41,8 @@ enum class GgmlType : uint32_t {
 struct GgufValue {
   using Array = std::vector<GgufValue>;
   std::variant<uint64_t, int64_t, double, bool, std::string, std::shared_ptr<Array>> value;
-  uint32_t type = 0;  // gguf_type id of the stored value (for inspect)
+  uint32_t type = 0;          // gguf_type id of the stored value (for inspect)
+  uint32_t element_type = 0;  // for arrays: gguf_type id of the elements (even when empty)
 
   // Conversions with range checks; an error names the expected type.
   absl::StatusOr<int64_t> AsInt() const;
@@ -53,10 +57,10 @@ struct GgufValue {
 };
 
 struct GgufTensorInfo {
-  std::string name;                 // llama.cpp name, e.g. "blk.0.attn_q.weight"
-  std::vector<int64_t> dims;        // GGUF order: innermost (contiguous) first
+  std::string name;           // llama.cpp name, e.g. "blk.0.attn_q.weight"
+  std::vector<int64_t> dims;  // GGUF order: innermost (contiguous) first
   GgmlType type = GgmlType::kF32;
-  uint64_t offset = 0;              // relative to the data section
+  uint64_t offset = 0;  // relative to the data section
   uint64_t byte_size = 0;
   // Row-major shape as PyTorch/HF would see it (dims reversed).
   std::vector<int64_t> Shape() const;
@@ -68,6 +72,8 @@ class GgufFile {
 
   uint32_t version() const { return version_; }
   uint64_t alignment() const { return alignment_; }
+  // Absolute file offset of the tensor data section (tensor offsets are relative to it).
+  uint64_t data_offset() const { return data_offset_; }
   const std::string& path() const { return file_->path(); }
   const std::map<std::string, GgufValue>& metadata() const { return metadata_; }
   // Metadata lookup; NotFound names the key and the file.
@@ -81,6 +87,7 @@ class GgufFile {
 
  private:
   GgufFile() = default;
+  absl::Status Parse();
   std::shared_ptr<MappedFile> file_;
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;
@@ -90,11 +97,20 @@ class GgufFile {
   std::map<std::string, size_t> tensor_index_;
 };
 
-// Dequantizes `count` elements of ggml `type` from `data` into `out` (block formats: count % 32 == 0).
+// Dequantizes `count` elements of ggml `type` from `data` into `out` (block formats: count % 32 ==
+// 0; `data_size` must hold at least GgmlByteSize(type, count) bytes). Results are bit-identical to
+// gguf-py's gguf.quants.dequantize.
 absl::Status DequantizeGgml(GgmlType type, const uint8_t* data, size_t data_size, int64_t count,
                             float* out);
 // Bytes taken by `count` elements of `type`; error when the count does not fill whole blocks.
 absl::StatusOr<uint64_t> GgmlByteSize(GgmlType type, int64_t count);
+// ggml's name of a type id ("Q4_1", "Q6_K", ...), also for ids lorasweep cannot read; "unknown"
+// for ids ggml does not define.
 const char* GgmlTypeName(GgmlType type);
+// The lorasweep dtype of a readable ggml type (kQ4_0 / kQ4_1 / kQ8_0 for the block formats); kU8
+// (raw bytes) for a type lorasweep cannot read.
+DType GgmlTypeToDType(GgmlType type);
+// Name of a gguf metadata value type id ("uint32", "string", "array", ...).
+const char* GgufValueTypeName(uint32_t type);
 
 }  // namespace lorasweep

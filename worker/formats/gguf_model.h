@@ -5,9 +5,12 @@
 // Why the permutation: llama.cpp's convert_hf_to_gguf.py reorders the rows of q_proj and k_proj
 // (per head, the two rotary halves are interleaved) to suit its rotary kernel:
 //   w.reshape(n_head, 2, head_dim / 2, in).swapaxes(1, 2).reshape(out, in)
-// A loader that wants HF layout (so that PEFT adapters trained here line up with the HF model) applies
-// the inverse: reshape(n_head, head_dim / 2, 2, in).swapaxes(1, 2).reshape(out, in), with n_head the
-// number of query heads for q and of KV heads for k.
+// A loader that wants HF layout (so that PEFT adapters trained here line up with the HF model)
+// applies the inverse: reshape(n_head, head_dim / 2, 2, in).swapaxes(1, 2).reshape(out, in), with
+// n_head the number of query heads for q and of KV heads for k (biases, 1-D, are permuted the same
+// way). Only the "llama" architecture is permuted this way; "qwen2" GGUF files keep the HF row
+// order (its rotary kernel is the NEOX one). Other architectures are rejected, since their layout
+// is unknown.
 #pragma once
 
 #include <map>
@@ -20,13 +23,17 @@
 
 namespace lorasweep {
 
-// Maps "blk.3.ffn_gate.weight" to "model.layers.3.mlp.gate_proj.weight"; NotFound for names lorasweep
-// does not use (the tensor is then skipped by GgufModel).
+// Maps "blk.3.ffn_gate.weight" to "model.layers.3.mlp.gate_proj.weight"; NotFound for names
+// lorasweep does not use (the tensor is then skipped by GgufModel).
 absl::StatusOr<std::string> GgufToHfName(const std::string& gguf_name);
 
-// Undo / apply llama.cpp's rotary row permutation on a row-major [n_head * head_dim, in] matrix.
-void UnpermuteRotaryRows(const float* in, float* out, int64_t n_head, int64_t rows, int64_t cols);
-void PermuteRotaryRows(const float* in, float* out, int64_t n_head, int64_t rows, int64_t cols);
+// Undo / apply llama.cpp's rotary row permutation on a row-major [rows, cols] matrix, rows =
+// n_head * head_dim. InvalidArgument (and `out` untouched) unless n_head > 0 and rows is a multiple
+// of 2 * n_head. `in` and `out` must not overlap.
+absl::Status UnpermuteRotaryRows(const float* in, float* out, int64_t n_head, int64_t rows,
+                                 int64_t cols);
+absl::Status PermuteRotaryRows(const float* in, float* out, int64_t n_head, int64_t rows,
+                               int64_t cols);
 
 class GgufModel : public TensorSource {
  public:
@@ -48,6 +55,7 @@ class GgufModel : public TensorSource {
   std::map<std::string, std::string> hf_to_gguf_;
   int64_t num_heads_ = 0;
   int64_t num_kv_heads_ = 0;
+  bool permute_qk_ = false;  // "llama": q/k rows are stored permuted
 };
 
 }  // namespace lorasweep
