@@ -20,7 +20,7 @@ export CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=1
 if [[ ! -f build-asan/build.ninja ]]; then
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLORASWEEP_CUDA=OFF \
     -DLORASWEEP_SANITIZE=ON -DLORASWEEP_BUILD_BENCH=OFF \
-    -DLORASWEEP_TEST_FILTER='safetensors|gguf|quantize|dtype' >/dev/null
+    -DLORASWEEP_TEST_FILTER='safetensors|gguf|quantize|dtype|tokenizer' >/dev/null
 fi
 cmake --build build-asan -j "$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j "$jobs")
