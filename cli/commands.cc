@@ -4,8 +4,14 @@
 
 namespace lorasweep::cli {
 
+// Each defined in its own cli/*_command.cc.
+Command InspectCommand();
+Command QuantizeCommand();
+Command FetchModelCommand();
+
 const std::vector<Command>& AllCommands() {
-  static const std::vector<Command> commands = {};
+  static const std::vector<Command> commands = {InspectCommand(), QuantizeCommand(),
+                                                FetchModelCommand()};
   return commands;
 }
 

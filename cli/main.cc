@@ -1,4 +1,5 @@
 // Entry point of the `lorasweep` binary: dispatches to a subcommand (cli/command.h).
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -26,9 +27,37 @@ void PrintCommandHelp(const Command& command) {
   for (const std::string& name : command.flags) {
     const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
     if (flag == nullptr) continue;
-    std::printf("  --%s  %s (default: %s)\n", name.c_str(), flag->Help().c_str(),
+    std::string shown = name;
+    std::replace(shown.begin(), shown.end(), '_', '-');
+    std::printf("  --%s  %s (default: %s)\n", shown.c_str(), flag->Help().c_str(),
                 flag->DefaultValue().empty() ? "\"\"" : flag->DefaultValue().c_str());
   }
+}
+
+// Rewrites the subcommand's arguments to absl's conventions while accepting the spelling users of
+// other CLI tools type: `--double-quant` means `--double_quant`, and a boolean flag may take its value
+// as the next word (`--double-quant false`).
+std::vector<std::string> NormalizeArguments(int argc, char** argv) {
+  std::vector<std::string> args(argv, argv + argc);
+  std::vector<std::string> out;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string arg = args[i];
+    if (i < 2 || arg.rfind("--", 0) != 0 || arg == "--") {
+      out.push_back(arg);
+      continue;
+    }
+    const size_t eq = arg.find('=');
+    std::string name = arg.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+    std::replace(name.begin(), name.end(), '-', '_');
+    std::string normalized = "--" + name + (eq == std::string::npos ? "" : arg.substr(eq));
+    const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (eq == std::string::npos && flag != nullptr && flag->IsOfType<bool>() && i + 1 < args.size() &&
+        (args[i + 1] == "true" || args[i + 1] == "false")) {
+      normalized += "=" + args[++i];
+    }
+    out.push_back(normalized);
+  }
+  return out;
 }
 
 // Returns the name of the first flag in argv[2..] that `command` does not accept, or "".
@@ -69,6 +98,11 @@ int Main(int argc, char** argv) {
       return 0;
     }
   }
+  std::vector<std::string> normalized = NormalizeArguments(argc, argv);
+  std::vector<char*> normalized_argv;
+  for (std::string& arg : normalized) normalized_argv.push_back(arg.data());
+  argc = static_cast<int>(normalized_argv.size());
+  argv = normalized_argv.data();
   if (std::string bad = FirstUnacceptedFlag(*command, argc, argv); !bad.empty()) {
     std::fprintf(stderr, "lorasweep %s: unknown flag --%s; run `lorasweep %s --help`\n",
                  name.c_str(), bad.c_str(), name.c_str());
