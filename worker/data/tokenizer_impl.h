@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "common/sha256.h"
 #include "worker/data/bpe.h"
 #include "worker/data/pretokenizer.h"
 #include "worker/data/tokenizer.h"
@@ -115,8 +116,8 @@ class HfTokenizer : public Tokenizer {
   std::string fingerprint_;
 };
 
-// SHA-256 of `data` as 64 lowercase hex digits.
-std::string Sha256Hex(std::string_view data);
+// Moved to common/sha256.h; kept visible here for the tokenizer code and its tests.
+using ::lorasweep::Sha256Hex;
 
 // The part of the fingerprint material that describes a BPE model: its options, vocabulary (by id)
 // and merges, or for llama.cpp-style models the scores. Loaders of the same tokenizer from
