@@ -8,10 +8,16 @@ namespace lorasweep::cli {
 Command InspectCommand();
 Command QuantizeCommand();
 Command FetchModelCommand();
+Command TrainCommand();
+Command EvalCommand();
+Command GenerateCommand();
+Command PrepareDataCommand();
 
 const std::vector<Command>& AllCommands() {
-  static const std::vector<Command> commands = {InspectCommand(), QuantizeCommand(),
-                                                FetchModelCommand()};
+  static const std::vector<Command> commands = {InspectCommand(),  QuantizeCommand(),
+                                                FetchModelCommand(), TrainCommand(),
+                                                EvalCommand(),     GenerateCommand(),
+                                                PrepareDataCommand()};
   return commands;
 }
 

@@ -16,7 +16,8 @@ int RunQuantize(const std::vector<std::string>& positional) {
   const std::string model_path = absl::GetFlag(FLAGS_model), out = absl::GetFlag(FLAGS_out);
   if (model_path.empty()) return ReportError("quantize", "--model is required");
   if (out.empty()) return ReportError("quantize", "--out is required");
-  absl::StatusOr<QuantType> type = ParseQuantType(absl::GetFlag(FLAGS_quant));
+  const std::string quant = absl::GetFlag(FLAGS_quant);
+  absl::StatusOr<QuantType> type = ParseQuantType(quant.empty() ? "nf4" : quant);
   if (!type.ok()) return ReportError("quantize", "--quant: " + std::string(type.status().message()));
   BnbExportOptions options;
   options.type = *type;

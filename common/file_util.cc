@@ -148,4 +148,75 @@ absl::Status MakeDirectories(const std::string& path) {
   return absl::OkStatus();
 }
 
+namespace {
+
+std::string RandomSuffix() {
+  static constexpr char kChars[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+  std::random_device device;
+  std::string suffix(6, 'x');
+  for (char& c : suffix) c = kChars[device() % (sizeof(kChars) - 1)];
+  return suffix;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> MakeStagingDirectory(const std::string& dest) {
+  std::string base = dest;
+  while (base.size() > 1 && base.back() == '/') base.pop_back();
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    const std::string path = absl::StrCat(base, ".partial-", RandomSuffix());
+    std::error_code ec;
+    if (std::filesystem::create_directory(path, ec)) return path;
+    if (ec && ec != std::errc::file_exists) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot create directory ", path, ": ", ec.message()));
+    }
+  }
+  return absl::UnavailableError(absl::StrCat("cannot create a staging directory beside ", dest));
+}
+
+absl::Status ReplaceDirectory(const std::string& staged, const std::string& dest) {
+  std::string base = dest;
+  while (base.size() > 1 && base.back() == '/') base.pop_back();
+  std::error_code ec;
+  std::string old;
+  if (std::filesystem::exists(base, ec)) {
+    old = absl::StrCat(base, ".old-", RandomSuffix());
+    std::filesystem::rename(base, old, ec);
+    if (ec) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot move ", base, " aside to ", old, ": ", ec.message()));
+    }
+  }
+  std::filesystem::rename(staged, base, ec);
+  if (ec) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot rename ", staged, " to ", base, ": ", ec.message()));
+  }
+  if (!old.empty()) std::filesystem::remove_all(old, ec);  // best effort: the new one is in place
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> RecoverReplacedDirectory(const std::string& dest) {
+  std::string base = dest;
+  while (base.size() > 1 && base.back() == '/') base.pop_back();
+  std::error_code ec;
+  if (std::filesystem::exists(base, ec)) return true;
+  const std::filesystem::path path(base);
+  const std::filesystem::path parent = path.has_parent_path() ? path.parent_path() : ".";
+  if (!std::filesystem::is_directory(parent, ec)) return false;
+  const std::string prefix = path.filename().string() + ".old-";
+  for (const auto& entry : std::filesystem::directory_iterator(parent, ec)) {
+    if (entry.path().filename().string().rfind(prefix, 0) == 0) {
+      std::filesystem::rename(entry.path(), base, ec);
+      if (ec) {
+        return absl::UnavailableError(absl::StrCat("cannot restore ", entry.path().string(),
+                                                   " to ", base, ": ", ec.message()));
+      }
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace lorasweep

@@ -60,4 +60,17 @@ class AtomicFileWriter {
 // Makes `path` and its parents (like mkdir -p).
 absl::Status MakeDirectories(const std::string& path);
 
+// A fresh, empty directory beside `dest` ("DEST.partial-XXXXXX") to stage a folder's files in.
+absl::StatusOr<std::string> MakeStagingDirectory(const std::string& dest);
+
+// Puts the staged folder `staged` in place of `dest`: an existing `dest` is first renamed aside
+// ("DEST.old-XXXXXX"), `staged` renamed to `dest`, then the old one removed. Each step is one
+// rename, so a crash leaves either the old or the new folder whole (RecoverReplacedDirectory finds
+// an old one left aside when `dest` itself is missing).
+absl::Status ReplaceDirectory(const std::string& staged, const std::string& dest);
+
+// If `dest` is missing but a complete "DEST.old-*" from an interrupted ReplaceDirectory exists,
+// renames it back. Returns whether `dest` exists afterwards.
+absl::StatusOr<bool> RecoverReplacedDirectory(const std::string& dest);
+
 }  // namespace lorasweep
