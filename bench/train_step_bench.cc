@@ -119,6 +119,7 @@ ModeResult RunModeInChild(const std::string& model_path, int64_t T, int64_t B, i
                           bool checkpointing) {
   int fds[2];
   if (pipe(fds) != 0) std::exit(1);
+  std::fflush(stdout);  // the child must not print the parent's buffered lines again
   const pid_t pid = fork();
   if (pid == 0) {
     close(fds[0]);

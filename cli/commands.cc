@@ -12,12 +12,15 @@ Command TrainCommand();
 Command EvalCommand();
 Command GenerateCommand();
 Command PrepareDataCommand();
+Command SweepCommand();
+Command StatusCommand();
 
 const std::vector<Command>& AllCommands() {
   static const std::vector<Command> commands = {InspectCommand(),  QuantizeCommand(),
                                                 FetchModelCommand(), TrainCommand(),
                                                 EvalCommand(),     GenerateCommand(),
-                                                PrepareDataCommand()};
+                                                PrepareDataCommand(), SweepCommand(),
+                                                StatusCommand()};
   return commands;
 }
 

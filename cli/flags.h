@@ -42,3 +42,4 @@ ABSL_DECLARE_FLAG(std::string, packing);
 ABSL_DECLARE_FLAG(std::string, chat_template);
 ABSL_DECLARE_FLAG(bool, skip_bad_lines);
 ABSL_DECLARE_FLAG(double, comm_timeout);
+

@@ -1,6 +1,10 @@
 #include "comm/communicator.h"
 
+#include <chrono>
 #include <cstdlib>
+#include <thread>
+
+#include "absl/strings/str_format.h"
 
 #include "comm/mpi_communicator.h"
 
@@ -32,6 +36,12 @@ class SelfCommunicator : public Communicator {
     return MakeSelfCommunicator();
   }
   [[noreturn]] void Abort(int exit_code) override { std::exit(exit_code); }
+  absl::Status SendMessage(int, const std::string&) override {
+    return absl::FailedPreconditionError("a single process has no peer to send messages to");
+  }
+  absl::StatusOr<std::optional<Message>> TryReceiveMessage() override {
+    return std::optional<Message>();
+  }
 };
 
 }  // namespace
@@ -40,6 +50,21 @@ absl::Status Communicator::AllReduce(float* data, int64_t count, ReduceOp op) {
   absl::StatusOr<std::unique_ptr<PendingCollective>> pending = StartAllReduce(data, count, op);
   if (!pending.ok()) return pending.status();
   return (*pending)->Wait();
+}
+
+absl::StatusOr<Communicator::Message> Communicator::ReceiveMessage() {
+  const auto start = std::chrono::steady_clock::now();
+  while (true) {
+    absl::StatusOr<std::optional<Message>> message = TryReceiveMessage();
+    if (!message.ok()) return message.status();
+    if (message->has_value()) return **message;
+    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() >
+        timeout_seconds_) {
+      return absl::DeadlineExceededError(absl::StrFormat(
+          "no message arrived within %.0f s (a peer rank died or hangs)", timeout_seconds_));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
 }
 
 std::unique_ptr<Communicator> MakeSelfCommunicator() {

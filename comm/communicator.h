@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -62,6 +63,17 @@ class Communicator {
 
   // Start + Wait.
   absl::Status AllReduce(float* data, int64_t count, ReduceOp op);
+
+  // Point-to-point control messages (the sweep protocol): send `bytes` to rank `dest`; receive
+  // the next message from any rank if one has arrived (nullopt otherwise).
+  struct Message {
+    int source = 0;
+    std::string bytes;
+  };
+  virtual absl::Status SendMessage(int dest, const std::string& bytes) = 0;
+  virtual absl::StatusOr<std::optional<Message>> TryReceiveMessage() = 0;
+  // Blocks until a message arrives (polling; fails after timeout_seconds()).
+  absl::StatusOr<Message> ReceiveMessage();
 
   // Ends the whole job with `exit_code` (MPI_Abort under MPI): what a rank does after an error, so
   // its peers fail now instead of waiting for a collective's timeout.

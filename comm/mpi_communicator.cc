@@ -14,6 +14,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Control messages use their own tag, apart from any collective traffic.
+constexpr int kMessageTag = 7001;
+
 absl::Status MpiError(int code, const std::string& what) {
   if (code == MPI_SUCCESS) return absl::OkStatus();
   char text[MPI_MAX_ERROR_STRING];
@@ -147,6 +150,30 @@ class MpiCommunicator : public Communicator {
     MPI_Request request;
     LORASWEEP_MPI(MPI_Ibarrier(comm_, &request), "MPI_Ibarrier");
     return WaitRequest(&request, timeout_seconds_, "MPI barrier", nullptr);
+  }
+
+  absl::Status SendMessage(int dest, const std::string& bytes) override {
+    LORASWEEP_MPI(MPI_Send(bytes.data(), static_cast<int>(bytes.size()), MPI_BYTE, dest,
+                           kMessageTag, comm_),
+                  absl::StrCat("MPI_Send to rank ", dest));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::optional<Message>> TryReceiveMessage() override {
+    int arrived = 0;
+    MPI_Status status;
+    LORASWEEP_MPI(MPI_Iprobe(MPI_ANY_SOURCE, kMessageTag, comm_, &arrived, &status),
+                  "MPI_Iprobe");
+    if (!arrived) return std::optional<Message>();
+    int count = 0;
+    MPI_Get_count(&status, MPI_BYTE, &count);
+    Message message;
+    message.source = status.MPI_SOURCE;
+    message.bytes.resize(count);
+    LORASWEEP_MPI(MPI_Recv(message.bytes.data(), count, MPI_BYTE, status.MPI_SOURCE, kMessageTag,
+                           comm_, MPI_STATUS_IGNORE),
+                  "MPI_Recv");
+    return std::optional<Message>(std::move(message));
   }
 
   [[noreturn]] void Abort(int exit_code) override {

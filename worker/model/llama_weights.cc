@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "kernels/rotary.h"
 #include "spdlog/spdlog.h"
 #include "worker/formats/model_files.h"
 
@@ -62,6 +63,11 @@ absl::StatusOr<LlamaWeights> LoadLlamaWeights(const std::string& model_path,
       c.head_dim <= 0 || c.head_dim % 2 != 0 || c.vocab_size <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         model_path, ": unsupported model shape (hidden_size, heads, kv heads, head_dim, vocab)"));
+  }
+  if (!RopeScalingSupported(c.rope_scaling.type)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        model_path, ": rope_scaling type '", c.rope_scaling.type,
+        "' is not supported (supported: none/default, linear, llama3)"));
   }
   const TensorSource& src = *files.tensors;
   const int64_t H = c.hidden_size, V = c.vocab_size, I = c.intermediate_size;

@@ -158,9 +158,14 @@ absl::Status Train(const TrialConfig& config, const TrainOptions& options) {
     ASSIGN_OR_RETURN(metrics, MetricsLog::Open(out + "/metrics.jsonl",
                                                options.resume ? state.step : -1));
   }
+  bool stop_requested = false;
   auto log_metrics = [&](const nlohmann::json& line) -> absl::Status {
-    return writer ? metrics->Write(line) : absl::OkStatus();
+    if (!writer) return absl::OkStatus();
+    RETURN_IF_ERROR(metrics->Write(line));
+    if (options.on_metrics && !options.on_metrics(line)) stop_requested = true;
+    return absl::OkStatus();
   };
+  if (options.stopped_early) *options.stopped_early = false;
 
   LlamaModel model(weights, layout);
   std::vector<float> grads(state.params.size());
@@ -316,6 +321,17 @@ absl::Status Train(const TrialConfig& config, const TrainOptions& options) {
     }
     if (last || (tc.checkpoint_every() > 0 && state.step % tc.checkpoint_every() == 0)) {
       RETURN_IF_ERROR(checkpoint());
+    }
+    if (options.stoppable) {
+      // Rank 0 heard the decision; every rank of the trial must stop at the same step.
+      int64_t stop = stop_requested ? 1 : 0;
+      RETURN_IF_ERROR(comm->Broadcast(&stop, sizeof(stop), 0));
+      if (stop && !last) {
+        RETURN_IF_ERROR(checkpoint());
+        if (options.stopped_early) *options.stopped_early = true;
+        spdlog::info("stopped early at step {} (asked by the sweep)", state.step);
+        break;
+      }
     }
   }
   if (writer) RETURN_IF_ERROR(WritePeftAdapter(adapter_view(), out + "/adapter"));

@@ -14,10 +14,12 @@
 //   6. log a metrics line; evaluate and checkpoint on their cadence and at the end.
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "absl/status/status.h"
 #include "comm/communicator.h"
+#include "nlohmann/json_fwd.hpp"
 #include "proto/trial_config.pb.h"
 
 namespace lorasweep {
@@ -32,6 +34,14 @@ struct TrainOptions {
   // The ranks this trial runs on (data parallel); null = this process alone. Rank 0 of it writes
   // the metrics, checkpoints and the adapter; every rank reads the checkpoint on resume.
   Communicator* comm = nullptr;
+  // Called on rank 0 with every metrics line as it is logged (the sweep stores them and decides
+  // early stopping). Returning false asks the trial to stop: all ranks stop after the current
+  // step, a checkpoint and the adapter are written, and *stopped_early is set.
+  std::function<bool(const nlohmann::json& line)> on_metrics;
+  // Set on every rank of a trial that can be stopped from outside (a sweep): after each step rank
+  // 0's stop request is broadcast, so all ranks stop at the same step.
+  bool stoppable = false;
+  bool* stopped_early = nullptr;
 };
 
 absl::Status Train(const TrialConfig& config, const TrainOptions& options);
