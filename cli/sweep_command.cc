@@ -8,6 +8,7 @@
 #include "cli/flags.h"
 #include "comm/communicator.h"
 #include "common/logging.h"
+#include "common/stop_signal.h"
 #include "coordinator/results_store.h"
 #include "coordinator/sweep_runner.h"
 #include "nlohmann/json.hpp"
@@ -19,6 +20,9 @@ int RunSweepCommand(const std::vector<std::string>& positional) {
   if (positional.size() != 1) return ReportError("sweep", "expected one argument: the spec file");
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) return ReportError("sweep", "--out is required (the run folder)");
+  // SIGUSR1 / SIGTERM (Slurm's warning before a time limit, requeue, preemption): checkpoint and
+  // stop at the next step boundary.
+  InstallStopSignalHandlers();
   absl::StatusOr<std::unique_ptr<Communicator>> world = MakeWorldCommunicator();
   if (!world.ok()) return ReportError("sweep", std::string(world.status().message()));
   (*world)->set_timeout_seconds(absl::GetFlag(FLAGS_comm_timeout));

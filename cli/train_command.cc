@@ -6,6 +6,7 @@
 #include "cli/flags.h"
 #include "comm/communicator.h"
 #include "common/logging.h"
+#include "common/stop_signal.h"
 #include "worker/train/trainer.h"
 #include "worker/train/trial_config.h"
 
@@ -23,6 +24,9 @@ int RunTrain(const std::vector<std::string>& positional) {
     config->mutable_train()->set_threads(absl::GetFlag(FLAGS_threads));
   }
   // The world this process was launched in: mpirun/srun ranks train one trial together.
+  // SIGUSR1 / SIGTERM (Slurm's warning before a time limit, requeue, preemption): checkpoint and
+  // stop at the next step boundary; --resume continues.
+  InstallStopSignalHandlers();
   absl::StatusOr<std::unique_ptr<Communicator>> comm = MakeWorldCommunicator();
   if (!comm.ok()) return ReportError("train", std::string(comm.status().message()));
   (*comm)->set_timeout_seconds(absl::GetFlag(FLAGS_comm_timeout));
@@ -34,6 +38,12 @@ int RunTrain(const std::vector<std::string>& positional) {
   options.stop_after_steps = absl::GetFlag(FLAGS_stop_after);
   options.comm = comm->get();
   const absl::Status status = Train(*config, options);
+  if (absl::IsCancelled(status) && StopSignalReceived()) {
+    // Preempted (SIGUSR1/SIGTERM): the checkpoint is saved; not an error.
+    std::fprintf(stderr, "lorasweep train: %s; continue with --resume\n",
+                 std::string(status.message()).c_str());
+    return 0;
+  }
   if (!status.ok()) {
     const int code = ReportError(
         "train", world > 1 ? "rank " + std::to_string(rank) + ": " + std::string(status.message())

@@ -1,6 +1,9 @@
 #include "coordinator/sweep_runner.h"
 
+#include <chrono>
+#include <csignal>
 #include <filesystem>
+#include <thread>
 #include <map>
 #include <memory>
 #include <optional>
@@ -9,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
+#include "common/stop_signal.h"
 #include "coordinator/early_stopping.h"
 #include "coordinator/results_store.h"
 #include "coordinator/sweep_spec.h"
@@ -285,6 +289,18 @@ class Coordinator {
     return store_->UpdateTrial(row);
   }
 
+  // A trial stopped by SIGUSR1/SIGTERM: pending again (its checkpoint continues it), and the
+  // interrupted attempt does not count.
+  absl::Status OnPreempted(const std::string& id) {
+    ASSIGN_OR_RETURN(TrialRow row, store_->Trial(id));
+    running_.erase(id);
+    row.status = TrialStatus::kPending;
+    row.attempts = std::max<int64_t>(0, row.attempts - 1);
+    RETURN_IF_ERROR(store_->AddEvent(id, "preempted", "stopped by a signal; continues on --resume"));
+    spdlog::info("trial {} preempted (checkpoint saved)", id);
+    return store_->UpdateTrial(row);
+  }
+
   absl::StatusOr<bool> AnyPending() {
     ASSIGN_OR_RETURN(std::vector<TrialRow> rows, store_->Trials());
     for (const TrialRow& row : rows) {
@@ -327,6 +343,7 @@ class Coordinator {
 struct TrialOutcome {
   bool ok = false;
   bool stopped_early = false;
+  bool preempted = false;  // SIGUSR1/SIGTERM: checkpointed, to be continued
   std::string failure;
 };
 
@@ -343,6 +360,7 @@ TrialOutcome RunTrial(const TrialConfig& config, const std::string& out_dir, boo
   options.stopped_early = &outcome.stopped_early;
   const absl::Status status = Train(config, options);
   outcome.ok = status.ok();
+  outcome.preempted = absl::IsCancelled(status) && StopSignalReceived();
   if (!status.ok()) outcome.failure = std::string(status.message());
   return outcome;
 }
@@ -351,7 +369,7 @@ absl::Status RunAlone(const SweepOptions& options) {
   Coordinator coordinator;
   RETURN_IF_ERROR(coordinator.Init(options));
   RETURN_IF_ERROR(coordinator.EvaluateBaseOnce());
-  while (true) {
+  while (!StopSignalReceived()) {
     ASSIGN_OR_RETURN(std::optional<TrialRow> row, coordinator.StartNext(0));
     if (!row) break;
     ASSIGN_OR_RETURN(TrialConfig config, ConfigFromJson(row->config_json));
@@ -360,8 +378,16 @@ absl::Status RunAlone(const SweepOptions& options) {
         RunTrial(config, dir, HasCheckpoint(dir), nullptr, [&](const nlohmann::json& line) {
           return coordinator.OnMetrics(row->id, line);
         });
+    if (outcome.preempted) {
+      RETURN_IF_ERROR(coordinator.OnPreempted(row->id));
+      break;
+    }
     RETURN_IF_ERROR(coordinator.OnDone(row->id, outcome.ok, outcome.stopped_early,
                                        outcome.failure));
+  }
+  if (StopSignalReceived()) {
+    spdlog::info("preempted: stopping; the same command with --resume continues the sweep");
+    return absl::OkStatus();
   }
   return coordinator.Finish();
 }
@@ -381,6 +407,7 @@ absl::Status RunCoordinatorRank(const SweepOptions& options, int num_slots, int 
   std::map<std::string, int> stop_sent;
   // 1. Fill every free slot.
   auto fill = [&]() -> absl::Status {
+    if (StopSignalReceived()) return absl::OkStatus();  // preempted: start nothing new
     for (int slot = 0; slot < num_slots; ++slot) {
       if (!slot_trial[slot].empty()) continue;
       ASSIGN_OR_RETURN(std::optional<TrialRow> row, coordinator.StartNext(slot));
@@ -400,9 +427,26 @@ absl::Status RunCoordinatorRank(const SweepOptions& options, int num_slots, int 
   // The base model is evaluated while the slots train.
   RETURN_IF_ERROR(coordinator.EvaluateBaseOnce());
   world->set_timeout_seconds(kMessageTimeoutSeconds);
+  bool preempt_sent = false;
   while (std::any_of(slot_trial.begin(), slot_trial.end(),
                      [](const std::string& t) { return !t.empty(); })) {
-    ASSIGN_OR_RETURN(Communicator::Message received, world->ReceiveMessage());
+    // Poll, so that a signal to this rank alone still stops the slots (they may not get it).
+    ASSIGN_OR_RETURN(std::optional<Communicator::Message> maybe, world->TryReceiveMessage());
+    if (StopSignalReceived() && !preempt_sent) {
+      preempt_sent = true;
+      for (int slot = 0; slot < num_slots; ++slot) {
+        if (slot_trial[slot].empty()) continue;
+        CoordinatorToSlot stop;
+        stop.mutable_stop()->set_trial_id(slot_trial[slot]);
+        stop.mutable_stop()->set_preempt(true);
+        RETURN_IF_ERROR(world->SendMessage(leader(slot), Serialize(stop)));
+      }
+    }
+    if (!maybe) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      continue;
+    }
+    Communicator::Message received = *std::move(maybe);
     SlotToCoordinator message;
     if (!message.ParseFromString(received.bytes)) {
       return absl::DataLossError(absl::StrCat("unreadable message from rank ", received.source));
@@ -421,8 +465,12 @@ absl::Status RunCoordinatorRank(const SweepOptions& options, int num_slots, int 
     } else if (message.has_done()) {
       // 5. The slot is free again.
       const TrialDone& done = message.done();
-      RETURN_IF_ERROR(
-          coordinator.OnDone(done.trial_id(), done.ok(), done.stopped_early(), done.failure()));
+      if (done.preempted()) {
+        RETURN_IF_ERROR(coordinator.OnPreempted(done.trial_id()));
+      } else {
+        RETURN_IF_ERROR(
+            coordinator.OnDone(done.trial_id(), done.ok(), done.stopped_early(), done.failure()));
+      }
       slot_trial[slot].clear();
       RETURN_IF_ERROR(fill());
     }
@@ -432,6 +480,10 @@ absl::Status RunCoordinatorRank(const SweepOptions& options, int num_slots, int 
   shutdown.mutable_shutdown();
   for (int slot = 0; slot < num_slots; ++slot) {
     RETURN_IF_ERROR(world->SendMessage(leader(slot), Serialize(shutdown)));
+  }
+  if (StopSignalReceived()) {
+    spdlog::info("preempted: stopping; the same command with --resume continues the sweep");
+    return absl::OkStatus();
   }
   return coordinator.Finish();
 }
@@ -475,6 +527,12 @@ absl::Status RunSlotRank(const SweepOptions& options, Communicator* slot) {
           CoordinatorToSlot in;
           if (in.ParseFromString((*m)->bytes) && in.has_stop() &&
               in.stop().trial_id() == assign.trial_id()) {
+            // A preemption reaches the whole slot through the trainer's per-step broadcast of
+            // this rank's signal flag.
+            if (in.stop().preempt()) {
+              std::raise(SIGUSR1);
+              return true;
+            }
             return false;
           }
         }
@@ -489,6 +547,7 @@ absl::Status RunSlotRank(const SweepOptions& options, Communicator* slot) {
       done.mutable_done()->set_ok(outcome.ok);
       done.mutable_done()->set_stopped_early(outcome.stopped_early);
       done.mutable_done()->set_failure(outcome.failure);
+      done.mutable_done()->set_preempted(outcome.preempted);
       RETURN_IF_ERROR(world->SendMessage(0, Serialize(done)));
     }
   }

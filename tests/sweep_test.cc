@@ -327,5 +327,63 @@ TEST(SweepRunTest, KilledWorkerOrCoordinatorThenResumeFinishesEveryTrialExactlyA
   EXPECT_GE(kills, 2) << "the kills should land while the sweep runs";
 }
 
+TEST(SweepRunTest, SignalledSweepCheckpointsStopsAndResumesExactly) {
+  const std::string data = MakeDataset("sweep_signal_data", 8, 2);
+  const std::string yaml = SpecYaml(data, kGrid, "resources: {workers_per_trial: 1}\n", "steps: 8");
+  const std::string ref = NewDir("sweep_signal_ref");
+  ASSERT_EQ(Mpi(3, {"sweep", WriteSpec(ref, yaml), "--out", ref + "/run"}).exit_code, 0);
+  const std::string dir = NewDir("sweep_signal");
+  const std::string spec = WriteSpec(dir, yaml);
+  const std::string run = dir + "/run";
+  setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+  setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+  const pid_t launcher = fork();
+  if (launcher == 0) {
+    freopen((dir + "/first.log").c_str(), "w", stdout);
+    dup2(fileno(stdout), STDERR_FILENO);
+    execlp("mpirun", "mpirun", "-np", "3", "--oversubscribe", "--bind-to", "none", "-x",
+           "OPENBLAS_NUM_THREADS=1", LORASWEEP_BINARY, "sweep", spec.c_str(), "--out",
+           run.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // Once training runs, SIGUSR1 to mpirun, which forwards it to every rank (as srun does).
+  const auto start = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - start < std::chrono::seconds(60)) {
+    absl::StatusOr<std::unique_ptr<ResultsStore>> store = ResultsStore::Open(run + "/sweep.db");
+    if (store.ok()) {
+      absl::StatusOr<std::vector<MetricPoint>> points = (*store)->Metrics();
+      if (points.ok() && points->size() >= 20) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(kill(launcher, SIGUSR1), 0);
+  int status = 0;
+  waitpid(launcher, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << ReadBytes(dir + "/first.log");
+  {
+    absl::StatusOr<std::unique_ptr<ResultsStore>> store = ResultsStore::Open(run + "/sweep.db");
+    ASSERT_TRUE(store.ok());
+    const std::vector<TrialRow> rows = *(*store)->Trials();
+    int unfinished = 0;
+    for (const TrialRow& row : rows) {
+      EXPECT_NE(row.status, TrialStatus::kRunning) << row.id;  // never left "running"
+      unfinished += row.status == TrialStatus::kPending;
+    }
+    EXPECT_GT(unfinished, 0) << "the signal should land before the sweep ends";
+  }
+  const ProcessResult resumed = Mpi(3, {"sweep", spec, "--out", run, "--resume"});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  ExpectCompleteSweep(run, 4);
+  absl::StatusOr<std::unique_ptr<ResultsStore>> store = ResultsStore::Open(run + "/sweep.db");
+  const std::vector<TrialRow> rows = *(*store)->Trials();
+  for (const TrialRow& row : rows) {
+    EXPECT_EQ(row.attempts, 1) << row.id;  // a preemption is not a failed attempt
+    EXPECT_EQ(ReadBytes(run + "/trials/" + row.id + "/adapter/adapter_model.safetensors"),
+              ReadBytes(ref + "/run/trials/" + row.id + "/adapter/adapter_model.safetensors"))
+        << row.id;
+  }
+}
+
 }  // namespace
 }  // namespace lorasweep

@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
+#include "common/stop_signal.h"
 #include "kernels/adamw.h"
 #include "kernels/matmul.h"
 #include "nlohmann/json.hpp"
@@ -322,16 +323,22 @@ absl::Status Train(const TrialConfig& config, const TrainOptions& options) {
     if (last || (tc.checkpoint_every() > 0 && state.step % tc.checkpoint_every() == 0)) {
       RETURN_IF_ERROR(checkpoint());
     }
-    if (options.stoppable) {
-      // Rank 0 heard the decision; every rank of the trial must stop at the same step.
-      int64_t stop = stop_requested ? 1 : 0;
-      RETURN_IF_ERROR(comm->Broadcast(&stop, sizeof(stop), 0));
-      if (stop && !last) {
-        RETURN_IF_ERROR(checkpoint());
-        if (options.stopped_early) *options.stopped_early = true;
-        spdlog::info("stopped early at step {} (asked by the sweep)", state.step);
-        break;
-      }
+    // Every rank must stop at the same step: rank 0's view (a sweep's early-stopping request,
+    // bit 0; SIGUSR1/SIGTERM, bit 1) is broadcast.
+    int64_t stop = (stop_requested ? 1 : 0) | (StopSignalReceived() ? 2 : 0);
+    if (world > 1) RETURN_IF_ERROR(comm->Broadcast(&stop, sizeof(stop), 0));
+    if ((stop & 2) && !last) {
+      RETURN_IF_ERROR(checkpoint());
+      spdlog::info("preempted by a signal at step {} (checkpoint saved; continue with --resume)",
+                   state.step);
+      return absl::CancelledError(
+          absl::StrCat("preempted by a signal at step ", state.step, " (checkpoint saved)"));
+    }
+    if ((stop & 1) && options.stoppable && !last) {
+      RETURN_IF_ERROR(checkpoint());
+      if (options.stopped_early) *options.stopped_early = true;
+      spdlog::info("stopped early at step {} (asked by the sweep)", state.step);
+      break;
     }
   }
   if (writer) RETURN_IF_ERROR(WritePeftAdapter(adapter_view(), out + "/adapter"));
