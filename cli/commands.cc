@@ -14,13 +14,19 @@ Command GenerateCommand();
 Command PrepareDataCommand();
 Command SweepCommand();
 Command StatusCommand();
+Command MergeCommand();
+Command SoupCommand();
+Command ExportCommand();
+Command ReportCommand();
 
 const std::vector<Command>& AllCommands() {
   static const std::vector<Command> commands = {InspectCommand(),  QuantizeCommand(),
                                                 FetchModelCommand(), TrainCommand(),
                                                 EvalCommand(),     GenerateCommand(),
                                                 PrepareDataCommand(), SweepCommand(),
-                                                StatusCommand()};
+                                                StatusCommand(), MergeCommand(),
+                                                SoupCommand(), ExportCommand(),
+                                                ReportCommand()};
   return commands;
 }
 

@@ -36,7 +36,8 @@ ABSL_FLAG(std::string, tokenizer, "",
           "Tokenizer: a model folder, a .gguf file or a tokenizer.json");
 ABSL_FLAG(std::string, input, "", "Input JSONL file(s), comma-separated");
 ABSL_FLAG(std::string, format, "auto",
-          "Input records: auto (per file, from its first record), text, alpaca or chat");
+          "prepare-data: input records: auto (per file, from its first record), text, alpaca or "
+          "chat; report: files to write, a comma list of html, md, csv (auto: all)");
 ABSL_FLAG(int64_t, seq_len, 0, "Tokens per training sequence");
 ABSL_FLAG(double, eval_fraction, 0.1,
           "Fraction of the documents held out as the eval split (0 <= f < 1)");
@@ -52,3 +53,19 @@ ABSL_FLAG(std::string, chat_template, "",
 ABSL_FLAG(bool, skip_bad_lines, false, "Skip (and count) bad input lines instead of failing");
 ABSL_FLAG(double, comm_timeout, 300,
           "Seconds a collective may take before the job fails (a peer rank died or hangs)");
+
+// merge / soup / export (worker/adapters/).
+ABSL_FLAG(std::string, merge_into, "trained",
+          "merge: trained (the base as the adapter saw it in training: quantized and dequantized "
+          "as its lorasweep_training.json records) or original (the stored weights)");
+ABSL_FLAG(std::vector<std::string>, adapters, {},
+          "soup: comma-separated PATH:WEIGHT adapter folders (weight 1 when omitted)");
+ABSL_FLAG(std::string, method, "cat",
+          "soup: cat (exact weighted sum, rank = sum of ranks), linear (PEFT's sqrt(w*s) on A and "
+          "B, equal ranks) or svd (exact sum truncated to --rank)");
+ABSL_FLAG(int32_t, rank, 0, "soup --method svd: rank of the result (0: the largest input rank)");
+ABSL_FLAG(std::string, for, "vllm", "export: the serving target to check for: vllm or peft");
+
+// report (coordinator/report_writer.h).
+ABSL_FLAG(std::string, metric, "eval_loss",
+          "report: the metric that picks the best trial (its final value; losses: lower is better)");

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/flags/declare.h"
 
@@ -43,3 +44,12 @@ ABSL_DECLARE_FLAG(std::string, chat_template);
 ABSL_DECLARE_FLAG(bool, skip_bad_lines);
 ABSL_DECLARE_FLAG(double, comm_timeout);
 
+// merge / soup / export (worker/adapters/).
+ABSL_DECLARE_FLAG(std::string, merge_into);
+ABSL_DECLARE_FLAG(std::vector<std::string>, adapters);
+ABSL_DECLARE_FLAG(std::string, method);
+ABSL_DECLARE_FLAG(int32_t, rank);
+ABSL_DECLARE_FLAG(std::string, for);
+
+// report (coordinator/report_writer.h); `format` above also selects the report's files.
+ABSL_DECLARE_FLAG(std::string, metric);

@@ -14,6 +14,7 @@ packages=(
   libopenmpi-dev openmpi-bin libabsl-dev libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev nlohmann-json3-dev libopenblas-dev libgtest-dev libgmock-dev
   libsqlite3-dev libyaml-cpp-dev
+  chromium  # tests/report_test.cc renders report.html headless and checks the screenshot
 )
 
 missing=()

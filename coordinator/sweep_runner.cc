@@ -14,6 +14,7 @@
 #include "common/status_macros.h"
 #include "common/stop_signal.h"
 #include "coordinator/early_stopping.h"
+#include "coordinator/report_writer.h"
 #include "coordinator/results_store.h"
 #include "coordinator/sweep_spec.h"
 #include "google/protobuf/util/json_util.h"
@@ -316,7 +317,18 @@ class Coordinator {
     std::string summary;
     for (const auto& [status, n] : counts) absl::StrAppend(&summary, " ", n, " ", status);
     spdlog::info("sweep '{}' finished:{}", spec_.name(), summary);
-    return store_->AddEvent("", "finished", summary);
+    RETURN_IF_ERROR(store_->AddEvent("", "finished", summary));
+    // The report is a view of the database: failing to write it must not fail the sweep.
+    ReportOptions report;
+    report.metric = spec_.early_stopping().metric().empty() ? "eval_loss"
+                                                             : spec_.early_stopping().metric();
+    const absl::Status written = WriteSweepReport(run_dir_, report);
+    if (written.ok()) {
+      spdlog::info("report: {}/report.html, report.md, trials.csv, metrics.csv", run_dir_);
+    } else {
+      spdlog::warn("report not written: {}", std::string(written.message()));
+    }
+    return absl::OkStatus();
   }
 
  private:
