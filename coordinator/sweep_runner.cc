@@ -49,6 +49,17 @@ absl::StatusOr<TrialConfig> ConfigFromJson(const std::string& json) {
   return config;
 }
 
+// The numbers of one metrics.jsonl line as store rows (the step is the key, not a metric).
+void AppendMetricPoints(const std::string& trial_id, const nlohmann::json& line, double time,
+                        std::vector<MetricPoint>* points) {
+  const int64_t step = line.value("step", int64_t{0});
+  for (const auto& [name, value] : line.items()) {
+    if (name != "step" && value.is_number()) {
+      points->push_back({trial_id, step, name, value.get<double>(), time});
+    }
+  }
+}
+
 // The sweep's state on rank 0 (or the lone process): the store, the rows, the early stopper.
 class Coordinator {
  public:
@@ -175,26 +186,9 @@ class Coordinator {
     Progress& p = running_[id];
     const int64_t step = line.value("step", int64_t{0});
     std::vector<MetricPoint> points;
-    const double now = UnixNow();
-    for (const auto& [name, value] : line.items()) {
-      if (name == "step" || !value.is_number()) continue;
-      points.push_back({id, step, name, value.get<double>(), now});
-    }
+    AppendMetricPoints(id, line, UnixNow(), &points);
     absl::Status stored = store_->AddMetrics(points);
     if (!stored.ok()) spdlog::error("storing metrics of {}: {}", id, std::string(stored.message()));
-    p.steps = std::max(p.steps, step);
-    if (line.contains("loss")) {
-      p.train_loss = line["loss"].get<double>();
-      p.tokens = line.value("tokens", int64_t{0});
-      p.wall_s = line.value("elapsed_s", 0.0);
-      p.peak_rss = std::max(p.peak_rss, line.value("peak_rss_bytes", int64_t{0}));
-      p.comm_bytes += line.value("comm_bytes", int64_t{0});
-    }
-    if (line.contains("eval_loss")) {
-      const double e = line["eval_loss"].get<double>();
-      p.eval_loss = e;
-      p.best_eval = p.best_eval ? std::min(*p.best_eval, e) : e;
-    }
     const std::string& metric = spec_.early_stopping().metric();
     if (line.contains(metric) && !p.stop_decided) {
       const StopDecision decision = stopper_->OnReport(id, step, line[metric].get<double>());
@@ -231,11 +225,7 @@ class Coordinator {
         begin = end + 1;
         if (!line.is_object()) continue;
         const int64_t step = line.value("step", int64_t{0});
-        for (const auto& [name, value] : line.items()) {
-          if (name != "step" && value.is_number()) {
-            points.push_back({id, step, name, value.get<double>(), now});
-          }
-        }
+        AppendMetricPoints(id, line, now, &points);
         p.steps = std::max(p.steps, step);
         if (line.contains("loss")) {
           p.train_loss = line["loss"].get<double>();
