@@ -18,6 +18,7 @@ Command MergeCommand();
 Command SoupCommand();
 Command ExportCommand();
 Command ReportCommand();
+Command SlurmCommand();
 
 const std::vector<Command>& AllCommands() {
   static const std::vector<Command> commands = {InspectCommand(),  QuantizeCommand(),
@@ -26,7 +27,7 @@ const std::vector<Command>& AllCommands() {
                                                 PrepareDataCommand(), SweepCommand(),
                                                 StatusCommand(), MergeCommand(),
                                                 SoupCommand(), ExportCommand(),
-                                                ReportCommand()};
+                                                ReportCommand(), SlurmCommand()};
   return commands;
 }
 

@@ -69,3 +69,16 @@ ABSL_FLAG(std::string, for, "vllm", "export: the serving target to check for: vl
 // report (coordinator/report_writer.h).
 ABSL_FLAG(std::string, metric, "eval_loss",
           "report: the metric that picks the best trial (its final value; losses: lower is better)");
+
+// slurm (coordinator/slurm_script.h).
+ABSL_FLAG(int32_t, nodes, 1, "slurm: nodes to allocate");
+ABSL_FLAG(int32_t, gpus_per_node, 0,
+          "slurm: GPUs per node, one worker task each, plus the coordinator (0: CPU only)");
+ABSL_FLAG(int32_t, tasks_per_node, 0,
+          "slurm --gpus-per-node 0: tasks per node, coordinator included (0: this machine's cores)");
+ABSL_FLAG(bool, overcommit, false,
+          "slurm: allow more tasks than CPUs (sbatch/srun -O; without it such a step never starts)");
+ABSL_FLAG(std::string, partition, "", "slurm: partition (empty: the cluster's default)");
+ABSL_FLAG(std::string, time, "", "slurm: time limit, e.g. 4:00:00 (empty: the partition's)");
+ABSL_FLAG(std::string, account, "", "slurm: account to charge (empty: the user's default)");
+ABSL_FLAG(bool, submit, false, "slurm: submit the script with sbatch and print the job id");

@@ -53,3 +53,13 @@ ABSL_DECLARE_FLAG(std::string, for);
 
 // report (coordinator/report_writer.h); `format` above also selects the report's files.
 ABSL_DECLARE_FLAG(std::string, metric);
+
+// slurm (coordinator/slurm_script.h).
+ABSL_DECLARE_FLAG(int32_t, nodes);
+ABSL_DECLARE_FLAG(int32_t, gpus_per_node);
+ABSL_DECLARE_FLAG(int32_t, tasks_per_node);
+ABSL_DECLARE_FLAG(bool, overcommit);
+ABSL_DECLARE_FLAG(std::string, partition);
+ABSL_DECLARE_FLAG(std::string, time);
+ABSL_DECLARE_FLAG(std::string, account);
+ABSL_DECLARE_FLAG(bool, submit);

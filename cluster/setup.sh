@@ -15,6 +15,7 @@ packages=(
   libspdlog-dev libfmt-dev nlohmann-json3-dev libopenblas-dev libgtest-dev libgmock-dev
   libsqlite3-dev libyaml-cpp-dev
   chromium  # tests/report_test.cc renders report.html headless and checks the screenshot
+  slurmctld slurmd slurm-client munge  # cluster/slurm/local-cluster.sh, tests/slurm_test.cc
 )
 
 missing=()
