@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <algorithm>
 #include <filesystem>
 #include <thread>
 #include <map>
@@ -17,6 +18,10 @@
 #include "coordinator/report_writer.h"
 #include "coordinator/results_store.h"
 #include "coordinator/sweep_spec.h"
+#include "common/sha256.h"
+#include "worker/adapters/soup.h"
+#include "worker/train/adapter_params.h"
+#include "worker/train/peft_adapter.h"
 #include "google/protobuf/util/json_util.h"
 #include "nlohmann/json.hpp"
 #include "proto/sweep_protocol.pb.h"
@@ -47,6 +52,18 @@ absl::StatusOr<TrialConfig> ConfigFromJson(const std::string& json) {
     return absl::DataLossError(absl::StrCat("bad trial config JSON: ", status.ToString()));
   }
   return config;
+}
+
+absl::StatusOr<BaseQuantization> BaseQuantizationOf(const TrialConfig& config) {
+  BaseQuantization quant;
+  if (config.quantization().type() == "none") {
+    quant.type = std::nullopt;
+  } else {
+    ASSIGN_OR_RETURN(quant.type, ParseQuantType(config.quantization().type()));
+  }
+  quant.blocksize = config.quantization().blocksize();
+  quant.double_quant = config.quantization().double_quant();
+  return quant;
 }
 
 // The numbers of one metrics.jsonl line as store rows (the step is the key, not a metric).
@@ -143,14 +160,7 @@ class Coordinator {
     ASSIGN_OR_RETURN(std::optional<std::string> stored, store_->GetValue("base_eval_loss"));
     if (stored) return absl::OkStatus();
     const TrialConfig& base = spec_.base();
-    BaseQuantization quant;
-    if (base.quantization().type() == "none") {
-      quant.type = std::nullopt;
-    } else {
-      ASSIGN_OR_RETURN(quant.type, ParseQuantType(base.quantization().type()));
-    }
-    quant.blocksize = base.quantization().blocksize();
-    quant.double_quant = base.quantization().double_quant();
+    ASSIGN_OR_RETURN(BaseQuantization quant, BaseQuantizationOf(base));
     ASSIGN_OR_RETURN(LlamaWeights weights, LoadLlamaWeights(base.model(), quant));
     ASSIGN_OR_RETURN(LoraLayout layout, LoraLayout::Create(weights, LoraOptions{}));
     LlamaModel model(weights, layout);
@@ -292,6 +302,108 @@ class Coordinator {
     return store_->UpdateTrial(row);
   }
 
+  // The soup stage: weighted combinations of the chosen trials' adapters, each evaluated on the
+  // eval split (no training) and recorded as a trial of kind 'soup'. Idempotent on resume.
+  absl::Status RunSoupStage() {
+    const SoupStage& stage = spec_.soup();
+    if (stage.weights_size() == 0) return absl::OkStatus();
+    ASSIGN_OR_RETURN(std::vector<TrialRow> rows, store_->Trials());
+    std::vector<const TrialRow*> inputs;
+    if (stage.trials_size() > 0) {
+      for (const std::string& id : stage.trials()) {
+        auto it = std::find_if(rows.begin(), rows.end(), [&](const TrialRow& r) { return r.id == id; });
+        if (it == rows.end() || it->adapter_path.empty()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("soup.trials: '", id, "' is not a finished trial of this sweep"));
+        }
+        inputs.push_back(&*it);
+      }
+    } else {
+      for (const TrialRow& r : rows) {
+        if (r.kind == "trained" && r.final_eval_loss && !r.adapter_path.empty() &&
+            (r.status == TrialStatus::kCompleted || r.status == TrialStatus::kStoppedEarly)) {
+          inputs.push_back(&r);
+        }
+      }
+      std::sort(inputs.begin(), inputs.end(), [](const TrialRow* a, const TrialRow* b) {
+        return *a->final_eval_loss < *b->final_eval_loss;
+      });
+      if (static_cast<int>(inputs.size()) < stage.top()) {
+        spdlog::warn("soup: only {} finished trials with an eval loss, {} wanted; no soups",
+                     inputs.size(), stage.top());
+        return absl::OkStatus();
+      }
+      inputs.resize(stage.top());
+    }
+    std::vector<SoupInput> adapters;
+    nlohmann::json input_ids = nlohmann::json::array();
+    for (const TrialRow* r : inputs) {
+      SoupInput in;
+      in.path = run_dir_ + "/" + r->adapter_path;
+      ASSIGN_OR_RETURN(in.adapter, ReadPeftAdapter(in.path));
+      adapters.push_back(std::move(in));
+      input_ids.push_back(r->id);
+    }
+    ASSIGN_OR_RETURN(SoupMethod method, ParseSoupMethod(stage.method()));
+    const TrialConfig& base = spec_.base();
+    ASSIGN_OR_RETURN(BaseQuantization quant, BaseQuantizationOf(base));
+    std::optional<LlamaWeights> weights;
+    for (int c = 0; c < stage.weights_size(); ++c) {
+      nlohmann::json params = {{"soup.method", stage.method()},
+                               {"soup.inputs", input_ids},
+                               {"soup.weights", stage.weights(c).w()}};
+      const std::string id = "soup-" + Sha256Hex(params.dump()).substr(0, 7);
+      absl::StatusOr<TrialRow> existing = store_->Trial(id);
+      if (existing.ok() && existing->status == TrialStatus::kCompleted) continue;
+      for (int i = 0; i < static_cast<int>(adapters.size()); ++i) {
+        adapters[i].weight = stage.weights(c).w(i);
+      }
+      TrialRow row;
+      row.id = id;
+      row.ordinal = 100000 + c;
+      row.kind = "soup";
+      row.config_json = TrialConfigToJson(base);
+      row.params_json = params.dump();
+      row.started_at = UnixNow();
+      row.attempts = 1;
+      absl::StatusOr<PeftAdapter> soup = MakeSoup(adapters, method, stage.rank(), nullptr);
+      if (!soup.ok()) {
+        row.status = TrialStatus::kFailed;
+        row.failure = std::string(soup.status().message());
+        row.ended_at = UnixNow();
+        RETURN_IF_ERROR(store_->UpdateTrial(row));
+        continue;
+      }
+      const std::string adapter_dir = TrialDir(run_dir_, id) + "/adapter";
+      RETURN_IF_ERROR(MakeDirectories(TrialDir(run_dir_, id)));
+      RETURN_IF_ERROR(WritePeftAdapter(*soup, adapter_dir));
+      if (!weights) {
+        ASSIGN_OR_RETURN(LlamaWeights loaded, LoadLlamaWeights(base.model(), quant));
+        weights.emplace(std::move(loaded));
+      }
+      ASSIGN_OR_RETURN(LoraLayout layout, LoraLayout::Create(*weights, LoraOptionsFromAdapter(*soup)));
+      ASSIGN_OR_RETURN(std::vector<float> soup_params, ParamsFromAdapter(*soup, layout));
+      LlamaModel model(*weights, layout);
+      ASSIGN_OR_RETURN(EvalResult eval,
+                       EvaluateLoss(model, soup_params.data(), base.data().eval_path(),
+                                    base.train().micro_batch(), base.train().eval_batches(),
+                                    base.train().loss_chunk_rows()));
+      row.status = TrialStatus::kCompleted;
+      row.final_eval_loss = eval.loss;
+      row.best_eval_loss = eval.loss;
+      row.lora_rank = soup->rank;
+      row.trainable_params = layout.num_parameters();
+      row.adapter_path = "trials/" + id + "/adapter";
+      row.ended_at = UnixNow();
+      row.wall_s = row.ended_at - row.started_at;
+      RETURN_IF_ERROR(store_->AddMetrics({{id, 0, "eval_loss", eval.loss, UnixNow()}}));
+      RETURN_IF_ERROR(store_->UpdateTrial(row));
+      RETURN_IF_ERROR(store_->AddEvent(id, "soup", params.dump()));
+      spdlog::info("soup {} {}: eval_loss {:.4f}", id, params.dump(), eval.loss);
+    }
+    return absl::OkStatus();
+  }
+
   absl::StatusOr<bool> AnyPending() {
     ASSIGN_OR_RETURN(std::vector<TrialRow> rows, store_->Trials());
     for (const TrialRow& row : rows) {
@@ -391,6 +503,7 @@ absl::Status RunAlone(const SweepOptions& options) {
     spdlog::info("preempted: stopping; the same command with --resume continues the sweep");
     return absl::OkStatus();
   }
+  RETURN_IF_ERROR(coordinator.RunSoupStage());
   return coordinator.Finish();
 }
 
@@ -487,6 +600,7 @@ absl::Status RunCoordinatorRank(const SweepOptions& options, int num_slots, int 
     spdlog::info("preempted: stopping; the same command with --resume continues the sweep");
     return absl::OkStatus();
   }
+  RETURN_IF_ERROR(coordinator.RunSoupStage());
   return coordinator.Finish();
 }
 

@@ -135,6 +135,55 @@ absl::Status ParseEarlyStopping(const YAML::Node& node, const std::string& sourc
   return absl::OkStatus();
 }
 
+absl::Status ParseSoup(const YAML::Node& node, const std::string& source, SoupStage* soup) {
+  if (!node.IsMap()) return KeyError(source, node, "soup", "expected a map");
+  for (const auto& kv : node) {
+    const std::string key = kv.first.as<std::string>();
+    if (key == "top") {
+      soup->set_top(kv.second.as<int>());
+    } else if (key == "trials") {
+      for (const YAML::Node& id : kv.second) soup->add_trials(id.as<std::string>());
+    } else if (key == "method") {
+      soup->set_method(kv.second.as<std::string>());
+    } else if (key == "rank") {
+      soup->set_rank(kv.second.as<int>());
+    } else if (key == "weights") {
+      if (!kv.second.IsSequence()) {
+        return KeyError(source, kv.second, "soup.weights", "expected a list of weight lists");
+      }
+      for (const YAML::Node& combo : kv.second) {
+        if (!combo.IsSequence()) {
+          return KeyError(source, combo, "soup.weights", "expected a list of weights per combination");
+        }
+        SoupWeights* w = soup->add_weights();
+        for (const YAML::Node& x : combo) w->add_w(x.as<double>());
+      }
+    } else {
+      return KeyError(source, kv.first, "soup." + key,
+                      "unknown key (soup has: top, trials, method, rank, weights)");
+    }
+  }
+  const int inputs = soup->trials_size() > 0 ? soup->trials_size() : soup->top();
+  if (inputs < 2) {
+    return KeyError(source, node, "soup", "combine at least 2 trials (top: N or trials: [ids])");
+  }
+  if (soup->method() != "cat" && soup->method() != "linear" && soup->method() != "svd") {
+    return KeyError(source, node, "soup.method",
+                    absl::StrCat("expected cat, linear or svd, got '", soup->method(), "'"));
+  }
+  if (soup->weights_size() == 0) {
+    return KeyError(source, node, "soup.weights", "expected at least one combination");
+  }
+  for (const SoupWeights& w : soup->weights()) {
+    if (w.w_size() != inputs) {
+      return KeyError(source, node, "soup.weights",
+                      absl::StrCat("each combination needs ", inputs, " weights (one per input), got ",
+                                   w.w_size()));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Validate(const SweepSpec& spec, const std::string& source) {
   auto error = [&](const std::string& key, const std::string& what) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": '", key, "': ", what));
@@ -233,10 +282,13 @@ absl::StatusOr<SweepSpec> ParseSweepSpecYaml(const std::string& yaml_text,
         }
       } else if (key == "max_failures_per_trial") {
         spec.set_max_failures_per_trial(kv.second.as<int>());
+      } else if (key == "soup") {
+        spec.mutable_soup()->set_method("linear");
+        RETURN_IF_ERROR(ParseSoup(kv.second, source_name, spec.mutable_soup()));
       } else {
         return KeyError(source_name, kv.first, key,
                         "unknown key (a sweep spec has: name, base, search, early_stopping, "
-                        "resources, max_failures_per_trial)");
+                        "resources, max_failures_per_trial, soup)");
       }
     }
   } catch (const YAML::Exception& e) {

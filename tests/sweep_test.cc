@@ -214,6 +214,44 @@ TEST(SweepRunTest, AloneRunsEveryTrialOnceAndStatusShowsThem) {
   EXPECT_THAT(again.output, HasSubstr("(4 finished, 0 to run)"));
 }
 
+TEST(SweepRunTest, SoupStageEvaluatesWeightedCombinationsOfTheBestTrials) {
+  const std::string data = MakeDataset("sweep_soup_data", 8, 2);
+  const std::string dir = NewDir("sweep_soup");
+  const std::string spec = WriteSpec(
+      dir, SpecYaml(data, kGrid,
+                    "soup: {top: 2, method: cat, weights: [[1.0, 0.0], [0.5, 0.5]]}\n"));
+  const ProcessResult r = RunLorasweep({"sweep", spec, "--out", dir + "/run"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  absl::StatusOr<std::unique_ptr<ResultsStore>> store = ResultsStore::Open(dir + "/run/sweep.db");
+  ASSERT_TRUE(store.ok());
+  const std::vector<TrialRow> rows = *(*store)->Trials();
+  std::vector<TrialRow> trained, soups;
+  for (const TrialRow& row : rows) (row.kind == "soup" ? soups : trained).push_back(row);
+  ASSERT_EQ(trained.size(), 4u);
+  ASSERT_EQ(soups.size(), 2u);
+  const TrialRow* best = &trained[0];
+  for (const TrialRow& t : trained) {
+    if (*t.final_eval_loss < *best->final_eval_loss) best = &t;
+  }
+  for (const TrialRow& soup : soups) {
+    EXPECT_EQ(soup.status, TrialStatus::kCompleted) << soup.failure;
+    ASSERT_TRUE(soup.final_eval_loss.has_value());
+    const nlohmann::json params = nlohmann::json::parse(soup.params_json);
+    EXPECT_EQ(params["soup.inputs"][0], best->id);
+    EXPECT_TRUE(std::filesystem::exists(dir + "/run/" + soup.adapter_path + "/adapter_model.safetensors"));
+    // Weight 1 on the best trial and 0 on the other: the soup is that trial's adapter again (a
+    // cat soup keeps its delta exactly; only float rounding of the scaling differs).
+    if (params["soup.weights"][0] == 1.0) {
+      EXPECT_NEAR(*soup.final_eval_loss, *best->final_eval_loss, 1e-5 * *best->final_eval_loss);
+    }
+  }
+  EXPECT_THAT(ReadBytes(dir + "/run/report.md"), HasSubstr("soup"));
+  // Resuming finds the soups done and redoes nothing.
+  const ProcessResult again = RunLorasweep({"sweep", spec, "--out", dir + "/run", "--resume"});
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_THAT(again.output, testing::Not(HasSubstr("] soup soup-")));
+}
+
 TEST(SweepRunTest, ADivergingTrialFailsAndTheOthersComplete) {
   const std::string data = MakeDataset("sweep_fail_data", 8, 2);
   const std::string dir = NewDir("sweep_fail");
