@@ -82,3 +82,8 @@ ABSL_FLAG(std::string, partition, "", "slurm: partition (empty: the cluster's de
 ABSL_FLAG(std::string, time, "", "slurm: time limit, e.g. 4:00:00 (empty: the partition's)");
 ABSL_FLAG(std::string, account, "", "slurm: account to charge (empty: the user's default)");
 ABSL_FLAG(bool, submit, false, "slurm: submit the script with sbatch and print the job id");
+
+// sweep as a Slurm job array (cluster/slurm/array.sbatch).
+ABSL_FLAG(int64_t, trial_index, -1,
+          "sweep: run only the trial with this ordinal (0-based, the spec's expansion order), "
+          "alone; many such processes may share one RUN_DIR (one per Slurm array task)");

@@ -63,3 +63,6 @@ ABSL_DECLARE_FLAG(std::string, partition);
 ABSL_DECLARE_FLAG(std::string, time);
 ABSL_DECLARE_FLAG(std::string, account);
 ABSL_DECLARE_FLAG(bool, submit);
+
+// sweep as a Slurm job array.
+ABSL_DECLARE_FLAG(int64_t, trial_index);

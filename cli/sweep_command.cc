@@ -33,6 +33,10 @@ int RunSweepCommand(const std::vector<std::string>& positional) {
   options.run_dir = out;
   options.resume = absl::GetFlag(FLAGS_resume);
   options.world = world->get();
+  options.trial_index = absl::GetFlag(FLAGS_trial_index);
+  if (options.trial_index >= 0 && size > 1) {
+    return ReportError("sweep", "--trial-index runs one trial alone: launch it without mpirun/srun");
+  }
   const absl::Status status = RunSweep(options);
   if (!status.ok()) {
     const int code = ReportError(
@@ -92,9 +96,10 @@ int RunStatus(const std::vector<std::string>& positional) {
 Command SweepCommand() {
   return {"sweep",
           "Run a sweep (spec YAML): trials on worker slots, results in RUN_DIR/sweep.db",
-          "lorasweep sweep SPEC --out RUN_DIR [--resume] [--comm-timeout 300]   (alone, or "
+          "lorasweep sweep SPEC --out RUN_DIR [--resume] [--comm-timeout 300] [--trial-index K]   "
+          "(alone, or "
           "mpirun -np N lorasweep sweep ...: rank 0 coordinates, slots of workers_per_trial train)",
-          {"out", "resume", "comm_timeout"},
+          {"out", "resume", "comm_timeout", "trial_index"},
           RunSweepCommand};
 }
 

@@ -124,10 +124,12 @@ class Coordinator {
       RETURN_IF_ERROR(
           store_->SetValue("resumes", absl::StrCat(resumes ? std::stoll(*resumes) + 1 : 1)));
     }
-    // Trials a crash left "running" continue from their checkpoints.
+    // Trials a crash left "running" continue from their checkpoints. An array task owns only its
+    // own trial: the others may be running in other processes right now.
     ASSIGN_OR_RETURN(std::vector<TrialRow> all, store_->Trials());
     for (TrialRow& row : all) {
-      if (row.status == TrialStatus::kRunning) {
+      const bool mine = options.trial_index < 0 || row.ordinal == options.trial_index;
+      if (row.status == TrialStatus::kRunning && mine) {
         row.status = TrialStatus::kPending;
         RETURN_IF_ERROR(store_->UpdateTrial(row));
         RETURN_IF_ERROR(store_->AddEvent(row.id, "interrupted", "was running when the sweep stopped"));
@@ -172,11 +174,12 @@ class Coordinator {
     return store_->SetValue("base_eval_tokens", absl::StrCat(eval.tokens));
   }
 
-  // The next pending trial, marked running on `slot`.
-  absl::StatusOr<std::optional<TrialRow>> StartNext(int slot) {
+  // The next pending trial (or only the one with `ordinal`, when >= 0), marked running on `slot`.
+  absl::StatusOr<std::optional<TrialRow>> StartNext(int slot, int64_t ordinal = -1) {
     ASSIGN_OR_RETURN(std::vector<TrialRow> rows, store_->Trials());
     for (TrialRow& row : rows) {
       if (row.status != TrialStatus::kPending) continue;
+      if (ordinal >= 0 && (row.kind != "trained" || row.ordinal != ordinal)) continue;
       row.status = TrialStatus::kRunning;
       row.slot = slot;
       row.attempts += 1;
@@ -404,12 +407,22 @@ class Coordinator {
     return absl::OkStatus();
   }
 
-  absl::StatusOr<bool> AnyPending() {
+  // Whether every trained trial has ended (completed, stopped early or failed for good).
+  absl::StatusOr<bool> AllTrainedTrialsEnded() {
     ASSIGN_OR_RETURN(std::vector<TrialRow> rows, store_->Trials());
     for (const TrialRow& row : rows) {
-      if (row.status == TrialStatus::kPending) return true;
+      if (row.kind == "trained" &&
+          (row.status == TrialStatus::kPending || row.status == TrialStatus::kRunning)) {
+        return false;
+      }
     }
-    return false;
+    return true;
+  }
+
+  absl::StatusOr<int64_t> NumTrainedTrials() {
+    ASSIGN_OR_RETURN(std::vector<TrialRow> rows, store_->Trials());
+    return static_cast<int64_t>(
+        std::count_if(rows.begin(), rows.end(), [](const TrialRow& r) { return r.kind == "trained"; }));
   }
 
   absl::Status Finish() {
@@ -482,9 +495,20 @@ TrialOutcome RunTrial(const TrialConfig& config, const std::string& out_dir, boo
 absl::Status RunAlone(const SweepOptions& options) {
   Coordinator coordinator;
   RETURN_IF_ERROR(coordinator.Init(options));
-  RETURN_IF_ERROR(coordinator.EvaluateBaseOnce());
+  const bool array_task = options.trial_index >= 0;
+  if (array_task) {
+    ASSIGN_OR_RETURN(int64_t trials, coordinator.NumTrainedTrials());
+    if (options.trial_index >= trials) {
+      return absl::InvalidArgumentError(absl::StrCat("--trial-index ", options.trial_index,
+                                                     ": the spec expands to ", trials,
+                                                     " trials (0..", trials - 1, ")"));
+    }
+  }
+  // Array tasks: the base model is evaluated by task 0 only.
+  if (!array_task || options.trial_index == 0) RETURN_IF_ERROR(coordinator.EvaluateBaseOnce());
   while (!StopSignalReceived()) {
-    ASSIGN_OR_RETURN(std::optional<TrialRow> row, coordinator.StartNext(0));
+    ASSIGN_OR_RETURN(std::optional<TrialRow> row,
+                     coordinator.StartNext(0, array_task ? options.trial_index : -1));
     if (!row) break;
     ASSIGN_OR_RETURN(TrialConfig config, ConfigFromJson(row->config_json));
     const std::string dir = TrialDir(options.run_dir, row->id);
@@ -502,6 +526,11 @@ absl::Status RunAlone(const SweepOptions& options) {
   if (StopSignalReceived()) {
     spdlog::info("preempted: stopping; the same command with --resume continues the sweep");
     return absl::OkStatus();
+  }
+  if (array_task) {
+    // The task that sees every trained trial ended finishes the sweep (soups, report).
+    ASSIGN_OR_RETURN(bool all_ended, coordinator.AllTrainedTrialsEnded());
+    if (!all_ended) return absl::OkStatus();
   }
   RETURN_IF_ERROR(coordinator.RunSoupStage());
   return coordinator.Finish();

@@ -37,6 +37,10 @@ struct SweepOptions {
   std::string run_dir;
   bool resume = false;
   Communicator* world = nullptr;  // null: this process alone
+  // >= 0: run only the trial with this ordinal, alone (one Slurm array task per trial, many
+  // processes sharing RUN_DIR/sweep.db). Other trials' rows are left as they are; the task that
+  // finishes the last trained trial writes the report.
+  int64_t trial_index = -1;
 };
 
 absl::Status RunSweep(const SweepOptions& options);

@@ -252,6 +252,44 @@ TEST(SweepRunTest, SoupStageEvaluatesWeightedCombinationsOfTheBestTrials) {
   EXPECT_THAT(again.output, testing::Not(HasSubstr("] soup soup-")));
 }
 
+TEST(SweepRunTest, ArrayTasksRunOneTrialEachIntoOneRunDir) {
+  const std::string data = MakeDataset("sweep_array_data", 8, 2);
+  const std::string dir = NewDir("sweep_array");
+  const std::string spec = WriteSpec(dir, SpecYaml(data, kGrid));
+  const std::string run = dir + "/run";
+  // Four processes at once, as four Slurm array tasks on one machine would run.
+  std::vector<pid_t> tasks;
+  for (int k = 0; k < 4; ++k) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      const std::string log = dir + "/task" + std::to_string(k) + ".log";
+      freopen(log.c_str(), "w", stdout);
+      dup2(fileno(stdout), STDERR_FILENO);
+      const std::string index = std::to_string(k);
+      execl(LORASWEEP_BINARY, LORASWEEP_BINARY, "sweep", spec.c_str(), "--out", run.c_str(),
+            "--resume", "--trial-index", index.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    tasks.push_back(pid);
+  }
+  for (int k = 0; k < 4; ++k) {
+    int status = 0;
+    waitpid(tasks[k], &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << ReadBytes(dir + "/task" + std::to_string(k) + ".log");
+  }
+  ExpectCompleteSweep(run, 4);
+  absl::StatusOr<std::unique_ptr<ResultsStore>> store = ResultsStore::Open(run + "/sweep.db");
+  const std::vector<TrialRow> rows = *(*store)->Trials();
+  for (const TrialRow& row : rows) EXPECT_EQ(row.attempts, 1) << row.id;
+  EXPECT_TRUE(std::filesystem::exists(run + "/report.html"));
+  // An index past the expansion is an error naming the range.
+  const ProcessResult bad =
+      RunLorasweep({"sweep", spec, "--out", run, "--resume", "--trial-index", "4"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.output, HasSubstr("0..3"));
+}
+
 TEST(SweepRunTest, ADivergingTrialFailsAndTheOthersComplete) {
   const std::string data = MakeDataset("sweep_fail_data", 8, 2);
   const std::string dir = NewDir("sweep_fail");
