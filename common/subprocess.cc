@@ -1,5 +1,6 @@
 #include "common/subprocess.h"
 
+#include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,8 +16,11 @@ namespace lorasweep {
 
 absl::StatusOr<ProcessResult> RunProcess(const std::vector<std::string>& argv) {
   if (argv.empty()) return absl::InvalidArgumentError("RunProcess: empty command");
+  // O_CLOEXEC: the child gets the write end only as its stdout/stderr (dup2 clears the flag on
+  // those), never as a stray extra descriptor that a daemon it starts would keep open, leaving the
+  // read below waiting for an EOF that never comes.
   int pipe_fds[2];
-  if (::pipe(pipe_fds) != 0) return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDOUT_FILENO);

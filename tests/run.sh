@@ -12,6 +12,11 @@ cluster/setup.sh
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 jobs=$(nproc)
 
+# tests/slurm_test.cc starts the local Slurm cluster and leaves it up for its sibling tests (ctest
+# runs them as parallel processes); stop it afterwards unless it was already running before.
+if ! cluster/slurm/local-cluster.sh status >/dev/null 2>&1; then
+  trap 'cluster/slurm/local-cluster.sh stop >/dev/null 2>&1 || true' EXIT
+fi
 echo "[tests] ctest (build/)"
 (cd build && ctest --output-on-failure -j "$jobs")
 

@@ -83,12 +83,12 @@ start_munge() {
   if munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; then return; fi
   [[ -f /etc/munge/munge.key ]] || { log "no /etc/munge/munge.key (install the munge package)"; exit 1; }
   install -d -o munge -g munge -m 0755 /run/munge
-  runuser -u munge -- /usr/sbin/munged
+  runuser -u munge -- /usr/sbin/munged </dev/null >>"$dir/log/munged.out" 2>&1 9>&-
   for _ in $(seq 50); do
     munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1 && return
     sleep 0.1
   done
-  log "munged did not come up"
+  log "munged did not come up; see $dir/log/munged.out and /var/log/munge/munged.log"
   exit 1
 }
 
@@ -117,9 +117,9 @@ cmd_start() {
   fi
   write_conf
   start_munge
-  alive "$dir/slurmctld.pid" || /usr/sbin/slurmctld -f "$conf"
+  alive "$dir/slurmctld.pid" || /usr/sbin/slurmctld -f "$conf" </dev/null >>"$dir/log/slurmctld.out" 2>&1 9>&-
   for _ in $(seq 50); do SLURM_CONF=$conf scontrol ping >/dev/null 2>&1 && break; sleep 0.1; done
-  alive "$dir/slurmd.pid" || /usr/sbin/slurmd -f "$conf"
+  alive "$dir/slurmd.pid" || /usr/sbin/slurmd -f "$conf" </dev/null >>"$dir/log/slurmd.out" 2>&1 9>&-
   wait_node_up
   log "up: $host with $(nproc) CPUs, partition debug ($conf)"
 }
@@ -164,8 +164,18 @@ cmd_status() {
 }
 
 # start/stop from several processes at once (ctest -j runs each test in its own process) must not
-# start two slurmctld or stop one mid-start: serialize them.
-lock() { mkdir -p "$dir"; exec 9>"$dir/.lock"; flock 9; }
+# start two slurmctld or stop one mid-start: serialize them. The daemons are started with fd 9
+# closed (`9>&-`): a daemon that inherited it would hold the lock for its whole life and every
+# later start/stop would wait forever; their stdout/stderr go to files for the same reason (a caller
+# reading our output until EOF would wait as long as the daemons live). The wait is bounded so a stuck holder is an error, not a hang.
+lock() {
+  mkdir -p "$dir"
+  exec 9>"$dir/.lock"
+  flock -w "${LORASWEEP_SLURM_LOCK_WAIT:-120}" 9 || {
+    log "timed out waiting for $dir/.lock (another start/stop, or a process that inherited it, holds it)"
+    exit 1
+  }
+}
 
 case ${1:-} in
   start) lock; cmd_start ;;
