@@ -3,6 +3,7 @@
 // lorasweep binary.
 #pragma once
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -81,8 +82,11 @@ inline std::string WriteConfig(const std::string& dir, const std::string& data, 
   return path;
 }
 
+// The binary under test: the build's, or $LORASWEEP_BINARY when set (bench/gpu/check.sh runs
+// prebuilt test programs from a pack, away from the build folder they were linked in).
 inline ProcessResult RunLorasweep(const std::vector<std::string>& args) {
-  std::vector<std::string> argv = {LORASWEEP_BINARY};
+  const char* binary = std::getenv("LORASWEEP_BINARY");
+  std::vector<std::string> argv = {binary != nullptr && *binary ? binary : LORASWEEP_BINARY};
   argv.insert(argv.end(), args.begin(), args.end());
   absl::StatusOr<ProcessResult> result = RunProcess(argv);
   EXPECT_TRUE(result.ok());

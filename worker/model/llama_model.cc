@@ -67,6 +67,16 @@ void Grow(std::vector<float>* v, int64_t n) {
 
 }  // namespace
 
+std::vector<float> RopeInverseFrequenciesFor(const LlamaConfig& c) {
+  RopeScalingParams scaling;
+  scaling.type = c.rope_scaling.type;
+  scaling.factor = c.rope_scaling.factor;
+  scaling.low_freq_factor = c.rope_scaling.low_freq_factor;
+  scaling.high_freq_factor = c.rope_scaling.high_freq_factor;
+  scaling.original_max_position_embeddings = c.rope_scaling.original_max_position_embeddings;
+  return RopeInverseFrequencies(c.head_dim, c.rope_theta, scaling);
+}
+
 LlamaModel::LlamaModel(const LlamaWeights& weights, const LoraLayout& lora)
     : weights_(weights), lora_(lora) {}
 
@@ -75,13 +85,7 @@ LlamaModel::~LlamaModel() = default;
 void LlamaModel::EnsureRope(int64_t max_position) {
   if (max_position < rope_positions_) return;
   const LlamaConfig& c = weights_.config;
-  RopeScalingParams scaling;
-  scaling.type = c.rope_scaling.type;
-  scaling.factor = c.rope_scaling.factor;
-  scaling.low_freq_factor = c.rope_scaling.low_freq_factor;
-  scaling.high_freq_factor = c.rope_scaling.high_freq_factor;
-  scaling.original_max_position_embeddings = c.rope_scaling.original_max_position_embeddings;
-  const std::vector<float> inv_freq = RopeInverseFrequencies(c.head_dim, c.rope_theta, scaling);
+  const std::vector<float> inv_freq = RopeInverseFrequenciesFor(c);
   rope_positions_ = std::max<int64_t>(max_position + 1, 256);
   rope_cos_.resize(rope_positions_ * (c.head_dim / 2));
   rope_sin_.resize(rope_positions_ * (c.head_dim / 2));

@@ -47,6 +47,10 @@ struct RunResult {
   int64_t num_targets = 0;  // targets that counted
 };
 
+// RoPE inverse frequencies for `config` (its rope_theta and rope_scaling), shared by the CPU and
+// CUDA models.
+std::vector<float> RopeInverseFrequenciesFor(const LlamaConfig& config);
+
 class LlamaModel {
  public:
   LlamaModel(const LlamaWeights& weights, const LoraLayout& lora);

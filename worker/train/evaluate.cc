@@ -15,19 +15,30 @@ absl::StatusOr<EvalResult> EvaluateLoss(LlamaModel& model, const float* params,
                                         const std::string& dataset_dir, int64_t micro_batch,
                                         int64_t max_batches, int64_t loss_chunk_rows,
                                         Communicator* comm) {
+  auto run = [&](const MicroBatch& batch, const RunOptions& options) -> absl::StatusOr<RunResult> {
+    return model.Run(batch, params, nullptr, options);
+  };
+  return EvaluateLossWith(run, model.weights().config.vocab_size, dataset_dir, micro_batch,
+                          max_batches, loss_chunk_rows, comm);
+}
+
+absl::StatusOr<EvalResult> EvaluateLossWith(const ForwardRunner& run_forward, int64_t vocab_size,
+                                            const std::string& dataset_dir, int64_t micro_batch,
+                                            int64_t max_batches, int64_t loss_chunk_rows,
+                                            Communicator* comm) {
   const int rank = comm ? comm->rank() : 0, world = comm ? comm->size() : 1;
   if (micro_batch < 1) {
     return absl::InvalidArgumentError(absl::StrCat("micro batch must be >= 1, got ", micro_batch));
   }
   ASSIGN_OR_RETURN(DatasetManifest manifest, LoadDatasetManifest(dataset_dir));
   if (manifest.eval.sequences == 0 || manifest.eval.file.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        dataset_dir, " has no eval split (prepare it with --eval-fraction > 0)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(dataset_dir, " has no eval split (prepare it with --eval-fraction > 0)"));
   }
-  if (manifest.vocab_size > model.weights().config.vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        dataset_dir, " was tokenized with ", manifest.vocab_size, " ids; the model has ",
-        model.weights().config.vocab_size));
+  if (manifest.vocab_size > vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(dataset_dir, " was tokenized with ",
+                                                   manifest.vocab_size, " ids; the model has ",
+                                                   vocab_size));
   }
   ASSIGN_OR_RETURN(TokenShard shard, TokenShard::Open(dataset_dir + "/" + manifest.eval.file));
   const int64_t T = shard.seq_len();
@@ -46,7 +57,7 @@ absl::StatusOr<EvalResult> EvaluateLoss(LlamaModel& model, const float* params,
     for (int64_t s = 0; s < count; ++s) {
       shard.ReadSequence(first + s, &ids[s * T], &flags[s * T]);
     }
-    const RunResult r = model.Run({count, T, ids.data(), flags.data()}, params, nullptr, run);
+    ASSIGN_OR_RETURN(const RunResult r, run_forward({count, T, ids.data(), flags.data()}, run));
     loss_sum += r.loss_sum;
     result.tokens += r.num_targets;
     result.sequences += count;

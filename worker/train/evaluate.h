@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -26,5 +27,14 @@ absl::StatusOr<EvalResult> EvaluateLoss(LlamaModel& model, const float* params,
                                         const std::string& dataset_dir, int64_t micro_batch,
                                         int64_t max_batches, int64_t loss_chunk_rows,
                                         Communicator* comm = nullptr);
+
+// The same over any way of running a forward pass (e.g. a ModelBackend on the GPU): `run` gets each
+// eval micro-batch with training off; `vocab_size` is the model's.
+using ForwardRunner =
+    std::function<absl::StatusOr<RunResult>(const MicroBatch& batch, const RunOptions& options)>;
+absl::StatusOr<EvalResult> EvaluateLossWith(const ForwardRunner& run, int64_t vocab_size,
+                                            const std::string& dataset_dir, int64_t micro_batch,
+                                            int64_t max_batches, int64_t loss_chunk_rows,
+                                            Communicator* comm = nullptr);
 
 }  // namespace lorasweep

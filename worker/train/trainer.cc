@@ -20,13 +20,19 @@
 #include "worker/data/data_loader.h"
 #include "worker/data/dataset_manifest.h"
 #include "worker/model/llama_model.h"
+#include "worker/model/model_backend.h"
+#ifdef LORASWEEP_WITH_CUDA
+#include "kernels/attention_cuda.h"
+#include "worker/cuda/cuda_model_backend.h"
+#include "worker/cuda/cuda_status.h"
+#endif
 #include "worker/train/adapter_params.h"
 #include "worker/train/evaluate.h"
 #include "worker/train/lr_schedule.h"
 #include "worker/train/metrics_log.h"
 #include "worker/train/peft_adapter.h"
-#include "worker/train/trial_config.h"
 #include "worker/train/training_checkpoint.h"
+#include "worker/train/trial_config.h"
 
 namespace lorasweep {
 namespace {
@@ -65,6 +71,45 @@ uint64_t SequenceSeed(uint64_t seed, int64_t step, int64_t j) {
          static_cast<uint64_t>(j);
 }
 
+// auto -> cuda when this build has the CUDA backend, a GPU is visible and the CUDA kernels support
+// the model's head_dim; else cpu.
+absl::StatusOr<std::string> ResolveDevice(const std::string& requested, const LlamaConfig& model) {
+#ifdef LORASWEEP_WITH_CUDA
+  const bool gpu = CudaDeviceCount() > 0;
+  if (requested == "auto" && gpu && !AttentionCudaSupportsHeadDim(model.head_dim)) {
+    spdlog::info("device auto: head_dim {} has no CUDA attention kernel; training on the CPU",
+                 model.head_dim);
+    return std::string("cpu");
+  }
+#else
+  (void)model;
+  const bool gpu = false;
+#endif
+  if (requested == "cuda" && !gpu) {
+#ifdef LORASWEEP_WITH_CUDA
+    return absl::FailedPreconditionError("device: cuda, but no CUDA device is visible");
+#else
+    return absl::FailedPreconditionError(
+        "device: cuda, but this lorasweep was built without the CUDA backend (configure with "
+        "-DLORASWEEP_CUDA=ON where nvcc is installed); use device: cpu or auto");
+#endif
+  }
+  if (requested == "auto") return std::string(gpu ? "cuda" : "cpu");
+  return requested;
+}
+
+absl::StatusOr<std::unique_ptr<ModelBackend>> MakeModelBackend(const std::string& device,
+                                                               const LlamaWeights& weights,
+                                                               const LoraLayout& layout,
+                                                               Communicator* comm) {
+#ifdef LORASWEEP_WITH_CUDA
+  if (device == "cuda") return MakeCudaModelBackend(weights, layout, comm);
+#else
+  (void)device;  // ResolveDevice never picks cuda in a build without it
+#endif
+  return MakeCpuModelBackend(weights, layout, comm);
+}
+
 // [begin, end) of layer l's adapter parameters in the LoraLayout buffer (slots are layer-major).
 std::vector<std::pair<int64_t, int64_t>> LayerRanges(const LoraLayout& layout, int num_layers) {
   std::vector<std::pair<int64_t, int64_t>> ranges(num_layers, {0, 0});
@@ -82,11 +127,6 @@ std::vector<std::pair<int64_t, int64_t>> LayerRanges(const LoraLayout& layout, i
 absl::Status Train(const TrialConfig& config, const TrainOptions& options) {
   RETURN_IF_ERROR(ValidateTrialConfig(config));
   const TrainConfig& tc = config.train();
-  if (config.device() == "cuda") {
-    return absl::UnimplementedError(
-        "device: cuda: this build trains on the CPU only (the CUDA trainer is not built yet); use "
-        "device: cpu or auto");
-  }
   if (tc.threads() > 0) {
     setenv("LORASWEEP_NUM_THREADS", std::to_string(tc.threads()).c_str(), 1);
     SetBlasThreads(tc.threads());
@@ -109,6 +149,7 @@ absl::Status Train(const TrialConfig& config, const TrainOptions& options) {
         "data with this model's tokenizer",
         config.data().path(), manifest.vocab_size, weights.config.vocab_size));
   }
+  ASSIGN_OR_RETURN(const std::string device, ResolveDevice(config.device(), weights.config));
   LoraOptions lora_options;
   lora_options.rank = config.lora().rank();
   lora_options.alpha = config.lora().alpha();
@@ -156,8 +197,8 @@ absl::Status Train(const TrialConfig& config, const TrainOptions& options) {
   std::optional<MetricsLog> metrics;
   if (writer) {
     RETURN_IF_ERROR(WriteFileAtomically(out + "/config.json", config_json + "\n"));
-    ASSIGN_OR_RETURN(metrics, MetricsLog::Open(out + "/metrics.jsonl",
-                                               options.resume ? state.step : -1));
+    ASSIGN_OR_RETURN(metrics,
+                     MetricsLog::Open(out + "/metrics.jsonl", options.resume ? state.step : -1));
   }
   bool stop_requested = false;
   auto log_metrics = [&](const nlohmann::json& line) -> absl::Status {
@@ -168,13 +209,21 @@ absl::Status Train(const TrialConfig& config, const TrainOptions& options) {
   };
   if (options.stopped_early) *options.stopped_early = false;
 
-  LlamaModel model(weights, layout);
-  std::vector<float> grads(state.params.size());
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelBackend> backend,
+                   MakeModelBackend(device, weights, layout, comm));
+  RETURN_IF_ERROR(backend->SetState(state.params, state.exp_avg, state.exp_avg_sq));
+  spdlog::info("device {}", backend->Describe());
+  Communicator* grad_comm = backend->grad_comm();
   auto adapter_view = [&]() {
     return AdapterFromParams(layout, state.params.data(), config.model(), quant);
   };
+  // The backend holds the live adapter state; copy it out before anything writes it.
+  auto fetch_state = [&]() -> absl::Status {
+    return backend->GetState(&state.params, &state.exp_avg, &state.exp_avg_sq);
+  };
   auto checkpoint = [&]() -> absl::Status {
     state.cursor = loader.cursor();
+    RETURN_IF_ERROR(fetch_state());
     if (writer) RETURN_IF_ERROR(SaveTrainingCheckpoint(out + "/checkpoint", state, adapter_view()));
     // Nobody runs ahead of a checkpoint that may be the one a resumed job starts from.
     return comm->Barrier();
@@ -182,21 +231,25 @@ absl::Status Train(const TrialConfig& config, const TrainOptions& options) {
   auto evaluate = [&]() -> absl::Status {
     const std::string& eval_path =
         config.data().eval_path().empty() ? config.data().path() : config.data().eval_path();
+    auto forward = [&](const MicroBatch& batch, const RunOptions& run) {
+      return backend->Run(batch, /*with_adapter=*/true, run);
+    };
     ASSIGN_OR_RETURN(EvalResult eval,
-                     EvaluateLoss(model, state.params.data(), eval_path, micro_batch,
-                                  tc.eval_batches(), tc.loss_chunk_rows(), comm));
+                     EvaluateLossWith(forward, weights.config.vocab_size, eval_path, micro_batch,
+                                      tc.eval_batches(), tc.loss_chunk_rows(), comm));
     spdlog::info("step {}: eval_loss {:.4f} (perplexity {:.2f}, {} tokens)", state.step, eval.loss,
                  eval.perplexity, eval.tokens);
     return log_metrics({{"step", state.step},
-                          {"eval_loss", eval.loss},
-                          {"eval_perplexity", eval.perplexity},
-                          {"eval_tokens", eval.tokens}});
+                        {"eval_loss", eval.loss},
+                        {"eval_perplexity", eval.perplexity},
+                        {"eval_tokens", eval.tokens}});
   };
 
-  spdlog::info("training {} adapter parameters ({} modules, rank {}, scaling {}), {} steps of {} "
-               "sequences x {} tokens",
-               layout.num_parameters(), layout.slots().size(), layout.rank(), layout.scaling(),
-               tc.steps(), global_batch, T);
+  spdlog::info(
+      "training {} adapter parameters ({} modules, rank {}, scaling {}), {} steps of {} "
+      "sequences x {} tokens",
+      layout.num_parameters(), layout.slots().size(), layout.rank(), layout.scaling(), tc.steps(),
+      global_batch, T);
   const std::vector<std::pair<int64_t, int64_t>> layer_ranges =
       LayerRanges(layout, static_cast<int>(weights.layers.size()));
   std::vector<std::unique_ptr<PendingCollective>> pending;
@@ -209,7 +262,7 @@ absl::Status Train(const TrialConfig& config, const TrainOptions& options) {
     const auto [begin, end] = layer_ranges[l];
     if (end == begin || world == 1) return;
     absl::StatusOr<std::unique_ptr<PendingCollective>> p =
-        comm->StartAllReduce(grads.data() + begin, end - begin, ReduceOp::kSum);
+        grad_comm->StartAllReduce(backend->grads() + begin, end - begin, ReduceOp::kSum);
     if (!p.ok()) {
       comm_status = p.status();
       return;
@@ -231,7 +284,7 @@ absl::Status Train(const TrialConfig& config, const TrainOptions& options) {
       return absl::OkStatus();
     }
     const Clock::time_point step_start = Clock::now();
-    const CommStats comm_before = comm->stats();
+    const CommStats comm_before = grad_comm->stats();
     int64_t num_sequences = 0;
     loader.NextBatch(&ids, &flags, &num_sequences);
     // 2. Target tokens of the whole global batch, summed over ranks.
@@ -241,7 +294,7 @@ absl::Status Train(const TrialConfig& config, const TrainOptions& options) {
       batch_targets += MakeTokenLayout(one).num_targets;
     }
     RETURN_IF_ERROR(comm->AllReduceInt64(&batch_targets, 1));
-    std::fill(grads.begin(), grads.end(), 0.0f);
+    RETURN_IF_ERROR(backend->ZeroGrads());
     std::fill(layer_started.begin(), layer_started.end(), false);
     pending.clear();
     double loss_sum = 0;
@@ -259,7 +312,8 @@ absl::Status Train(const TrialConfig& config, const TrainOptions& options) {
         }
         run.on_layer_gradients = nullptr;
         if (micro + 1 == micro_batches) run.on_layer_gradients = start_layer;
-        loss_sum += model.Run(mb, state.params.data(), grads.data(), run).loss_sum;
+        ASSIGN_OR_RETURN(const RunResult r, backend->Run(mb, /*with_adapter=*/true, run));
+        loss_sum += r.loss_sum;
       }
     }
     // Layers not started yet (a rank without sequences this step), in the same descending order
@@ -274,17 +328,15 @@ absl::Status Train(const TrialConfig& config, const TrainOptions& options) {
                                               loss, " (lower train.learning_rate?)"));
     }
     // 5. Clip as torch.nn.utils.clip_grad_norm_ does, then AdamW.
-    const double grad_norm = GradL2Norm(grads.data(), static_cast<int64_t>(grads.size()));
+    ASSIGN_OR_RETURN(const double grad_norm, backend->GradNorm());
     if (!std::isfinite(grad_norm)) {
       return absl::InternalError(
           absl::StrCat("diverged at step ", state.step + 1, ": gradient norm is ", grad_norm));
     }
+    float clip = 1.0f;
     if (tc.max_grad_norm() > 0) {
       const double coef = tc.max_grad_norm() / (grad_norm + 1e-6);
-      if (coef < 1.0) {
-        const float c = static_cast<float>(coef);
-        for (float& g : grads) g *= c;
-      }
+      if (coef < 1.0) clip = static_cast<float>(coef);
     }
     const double lr = LearningRateAt(tc, state.step);
     AdamWParams adam;
@@ -294,26 +346,26 @@ absl::Status Train(const TrialConfig& config, const TrainOptions& options) {
     adam.eps = static_cast<float>(tc.adam_eps());
     adam.weight_decay = static_cast<float>(tc.weight_decay());
     adam.step = state.step + 1;
-    AdamWStep(state.params.data(), grads.data(), state.exp_avg.data(), state.exp_avg_sq.data(),
-              static_cast<int64_t>(state.params.size()), adam);
+    RETURN_IF_ERROR(backend->AdamW(adam, clip));
     ++state.step;
     const double step_s = SecondsSince(step_start);
     state.elapsed_s += step_s;
     state.tokens_seen += batch_targets;
     const int64_t step_tokens = global_batch * T;
-    const CommStats& comm_after = comm->stats();
-    RETURN_IF_ERROR(log_metrics({{"step", state.step},
-                                   {"loss", loss},
-                                   {"lr", lr},
-                                   {"grad_norm", grad_norm},
-                                   {"tokens", state.tokens_seen},
-                                   {"tokens_per_s", step_tokens / std::max(step_s, 1e-9)},
-                                   {"elapsed_s", state.elapsed_s},
-                                   {"peak_rss_bytes", PeakRssBytes()},
-                                   {"comm_bytes", comm_after.all_reduce_bytes -
-                                                      comm_before.all_reduce_bytes},
-                                   {"comm_wait_s", comm_after.wait_seconds -
-                                                       comm_before.wait_seconds}}));
+    const CommStats& comm_after = grad_comm->stats();
+    nlohmann::json line = {
+        {"step", state.step},
+        {"loss", loss},
+        {"lr", lr},
+        {"grad_norm", grad_norm},
+        {"tokens", state.tokens_seen},
+        {"tokens_per_s", step_tokens / std::max(step_s, 1e-9)},
+        {"elapsed_s", state.elapsed_s},
+        {"peak_rss_bytes", PeakRssBytes()},
+        {"comm_bytes", comm_after.all_reduce_bytes - comm_before.all_reduce_bytes},
+        {"comm_wait_s", comm_after.wait_seconds - comm_before.wait_seconds}};
+    for (const auto& [key, value] : backend->MemoryMetrics()) line[key] = value;
+    RETURN_IF_ERROR(log_metrics(line));
     spdlog::info("step {}/{}: loss {:.4f} lr {:.3g} grad_norm {:.3f} ({:.0f} tokens/s)", state.step,
                  tc.steps(), loss, lr, grad_norm, step_tokens / std::max(step_s, 1e-9));
     const bool last = state.step == tc.steps();
@@ -341,6 +393,7 @@ absl::Status Train(const TrialConfig& config, const TrainOptions& options) {
       break;
     }
   }
+  RETURN_IF_ERROR(fetch_state());
   if (writer) RETURN_IF_ERROR(WritePeftAdapter(adapter_view(), out + "/adapter"));
   RETURN_IF_ERROR(comm->Barrier());
   spdlog::info("adapter written to {}/adapter (peak RSS {:.0f} MB)", out, PeakRssBytes() / 1e6);
