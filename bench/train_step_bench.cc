@@ -6,12 +6,8 @@
 //   train_step_bench MODEL [SEQ=256] [MICRO_BATCH=4] [RANK=16] [STEPS=3]
 //     MODEL: e.g. models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf (lorasweep fetch-model)
 //
-// FLOPs counted (docs/performance.md): per decoder linear forward 2*N*in*out and backward (input
-// gradient only, the base is frozen) 2*N*in*out; LoRA forward 2*N*r*(in+out), backward
-// 2*N*r*(3*in+2*out) (u recomputed, dB, du, dA, dx); attention 4*B*Hq*T*T*D forward (QK^T and PV,
-// full T x T) and 8*B*Hq*T*T*D backward (QK^T recompute, dV, dP, dQ, dK... as 2x forward); LM head
-// 2*N*H*V forward + 2*N*H*V backward. Recomputation under activation checkpointing is not counted
-// (the same convention as model-FLOPs utilisation).
+// FLOPs counted: bench/step_flops.h, with attention's full T x T products (the CPU reference
+// computes them all).
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/step_flops.h"
 #include "common/file_util.h"
 #include "kernels/matmul.h"
 #include "worker/data/token_shard.h"
@@ -55,20 +52,6 @@ double SgemmRate(int64_t M, int64_t N, int64_t K) {
     best = std::min(best, Seconds(t0, Clock::now()));
   }
   return 2.0 * M * N * K / best / 1e9;
-}
-
-double StepFlops(const LlamaConfig& c, int64_t B, int64_t T, int64_t r) {
-  const double N = static_cast<double>(B * T), H = c.hidden_size, I = c.intermediate_size;
-  const double q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim;
-  const double shapes[7][2] = {{H, q}, {H, kv}, {H, kv}, {q, H}, {H, I}, {H, I}, {I, H}};
-  double per_layer = 0;
-  for (const auto& s : shapes) {
-    per_layer += 4 * N * s[0] * s[1];                          // base forward + input gradient
-    per_layer += 2 * N * r * (s[0] + s[1]);                    // LoRA forward
-    per_layer += 2 * N * r * (3 * s[0] + 2 * s[1]);            // LoRA backward
-  }
-  per_layer += 12.0 * B * c.num_attention_heads * T * T * c.head_dim;  // attention fwd + bwd
-  return per_layer * c.num_hidden_layers + 4 * N * H * c.vocab_size;
 }
 
 struct ModeResult {
@@ -161,7 +144,7 @@ int main(int argc, char** argv) {
   }
   const LlamaConfig config = *files->config;
   const double sgemm = SgemmRate(B * T, config.intermediate_size, config.hidden_size);
-  const double flops = StepFlops(config, B, T, rank);
+  const double flops = StepFlops(config, B, T, rank, /*attention_fraction=*/1.0);
   std::printf("model %s: %lld layers, hidden %lld; step = %lld sequences x %lld tokens, LoRA rank "
               "%d all-linear, NF4+DQ base\n",
               model.c_str(), static_cast<long long>(config.num_hidden_layers),
