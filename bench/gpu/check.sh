@@ -68,7 +68,8 @@ run_test() {  # name binary [mpirun -np N]
   step "test $name"
   if timeout 300 "$@" "$build/tests/$binary" --gtest_output="json:$out/$name.json" \
       >"$out/$name.log" 2>&1; then
-    row "$(printf '%-34s %s' "$name" "passed ($(grep -c '^\[       OK' "$out/$name.log") ok, $(grep -c 'SKIPPED \]' "$out/$name.log") skipped)")"
+    # Per-test result lines end in "(N ms)"; the summary repeats the skipped ones without it.
+    row "$(printf '%-34s %s' "$name" "passed ($(grep -cE '^\[       OK \].*\([0-9]+ ms\)' "$out/$name.log") ok, $(grep -cE '^\[  SKIPPED \].*\([0-9]+ ms\)' "$out/$name.log") skipped)")"
   else
     status=1
     row "$(printf '%-34s %s' "$name" "FAILED (see $name.log)")"
