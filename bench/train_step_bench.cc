@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "bench/step_flops.h"
+#include "kernels/blas_core.h"
 #include "common/file_util.h"
 #include "kernels/matmul.h"
 #include "worker/data/token_shard.h"
@@ -128,6 +129,7 @@ ModeResult RunModeInChild(const std::string& model_path, int64_t T, int64_t B, i
 
 int main(int argc, char** argv) {
   using namespace lorasweep;
+  ReexecWithMatchingBlasCore(argv);  // as the lorasweep binary does (kernels/blas_core.h)
   if (argc < 2) {
     std::fprintf(stderr, "usage: train_step_bench MODEL [SEQ=256] [MICRO_BATCH=4] [RANK=16] [STEPS=3]\n");
     return 2;
@@ -153,7 +155,8 @@ int main(int argc, char** argv) {
   std::printf("sgemm ceiling (%lld x %lld x %lld, same cores): %.1f GFLOP/s\n",
               static_cast<long long>(B * T), static_cast<long long>(config.intermediate_size),
               static_cast<long long>(config.hidden_size), sgemm);
-  std::printf("counted matmul FLOPs per step: %.1f GFLOP\n", flops / 1e9);
+  std::printf("counted matmul FLOPs per step: %.1f GFLOP (OpenBLAS core %s)\n", flops / 1e9,
+              BlasCoreDescription().c_str());
   for (bool checkpointing : {true, false}) {
     const ModeResult r = RunModeInChild(model, T, B, rank, steps, checkpointing);
     const double rate = flops / r.seconds_per_step / 1e9;

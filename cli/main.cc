@@ -10,6 +10,7 @@
 #include "absl/flags/usage.h"
 #include "cli/command.h"
 #include "common/logging.h"
+#include "kernels/blas_core.h"
 
 namespace lorasweep::cli {
 namespace {
@@ -77,6 +78,7 @@ std::string FirstUnacceptedFlag(const Command& command, int argc, char** argv) {
 }
 
 int Main(int argc, char** argv) {
+  ReexecWithMatchingBlasCore(argv);
   InitLogging(-1);
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "help") == 0 ||
       std::strcmp(argv[1], "-h") == 0) {

@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "absl/status/status.h"
+#include "kernels/blas_core.h"
 #include "worker/model/model_backend.h"
 
 namespace lorasweep {
@@ -18,7 +19,7 @@ class CpuModelBackend : public ModelBackend {
     grads_.assign(n, 0.0f);
   }
 
-  std::string Describe() const override { return "cpu"; }
+  std::string Describe() const override { return "cpu (OpenBLAS " + BlasCoreDescription() + ")"; }
 
   absl::Status SetState(const std::vector<float>& params, const std::vector<float>& exp_avg,
                         const std::vector<float>& exp_avg_sq) override {

@@ -24,7 +24,7 @@ class ModelBackend {
  public:
   virtual ~ModelBackend() = default;
 
-  // "cpu" or "cuda:<device>".
+  // "cpu (OpenBLAS <core>)" or "cuda:<device>".
   virtual std::string Describe() const = 0;
 
   // Replaces the adapter state (LoraLayout order; the moments may be empty = zeros).
