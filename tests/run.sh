@@ -24,7 +24,9 @@ echo "[tests] ctest (build/)"
 echo "[tests] sanitizer build (build-asan/): parser and quantization tests"
 export CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=1
 if [[ ! -f build-asan/build.ninja ]]; then
-  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLORASWEEP_CUDA=OFF \
+  # Debug (-O0 -g): with a cold compiler cache it builds in half the time RelWithDebInfo takes
+  # (6.7 vs ~14 min on 2 cores, tests included), and these tests are small.
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DLORASWEEP_CUDA=OFF \
     -DLORASWEEP_SANITIZE=ON -DLORASWEEP_BUILD_BENCH=OFF \
     -DLORASWEEP_TEST_FILTER='safetensors|gguf|quantize|dtype|tokenizer' >/dev/null
 fi
