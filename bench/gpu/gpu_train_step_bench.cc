@@ -43,22 +43,18 @@ T OrDie(absl::StatusOr<T> v) {
   return *std::move(v);
 }
 
-int64_t Flag(int argc, char** argv, const char* name, int64_t fallback) {
-  const std::string prefix = std::string("--") + name + "=";
-  for (int i = 1; i < argc; ++i) {
-    if (std::strncmp(argv[i], prefix.c_str(), prefix.size()) == 0) {
-      return std::atoll(argv[i] + prefix.size());
-    }
-  }
-  return fallback;
-}
-
+// The value of --name=VALUE, or "" when absent.
 std::string StringFlag(int argc, char** argv, const char* name) {
   const std::string prefix = std::string("--") + name + "=";
   for (int i = 1; i < argc; ++i) {
     if (std::strncmp(argv[i], prefix.c_str(), prefix.size()) == 0) return argv[i] + prefix.size();
   }
   return "";
+}
+
+int64_t Flag(int argc, char** argv, const char* name, int64_t fallback) {
+  const std::string value = StringFlag(argc, argv, name);
+  return value.empty() ? fallback : std::atoll(value.c_str());
 }
 
 // bf16 x bf16 -> fp32-accumulated matrix rate of cuBLAS at M = N = K = n, in FLOP/s (best of 10).

@@ -445,15 +445,11 @@ struct CudaLlamaModel::Impl {
 
     const bool keep_all = backward && !options.activation_checkpointing;
     if (static_cast<int64_t>(acts.size()) < (keep_all ? L : 1)) acts.resize(keep_all ? L : 1);
-    if (backward && options.activation_checkpointing) {
+    // Backward reads every layer's input (checkpointing also recomputes the layer from it).
+    if (backward) {
       layer_inputs.resize(L);
       for (DeviceBuffer<float>& b : layer_inputs) {
-        RETURN_IF_ERROR(b.EnsureSize(N * H, "checkpointed layer inputs"));
-      }
-    } else if (keep_all) {
-      layer_inputs.resize(L);
-      for (DeviceBuffer<float>& b : layer_inputs) {
-        RETURN_IF_ERROR(b.EnsureSize(N * H, "layer inputs"));
+        RETURN_IF_ERROR(b.EnsureSize(N * H, "layer inputs kept for backward"));
       }
     }
 

@@ -101,8 +101,6 @@ class CudaModelBackend : public ModelBackend {
     return model_->SyncAdapter(params_.data());
   }
 
-  const LlamaWeights& weights() const override { return weights_; }
-
   std::vector<std::pair<std::string, int64_t>> MemoryMetrics() const override {
     return {{"peak_gpu_bytes", model_->PeakDeviceBytes()},
             {"base_gpu_bytes", model_->BaseDeviceBytes()}};

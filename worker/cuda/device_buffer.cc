@@ -27,9 +27,4 @@ absl::StatusOr<void*> DeviceAllocate(int64_t bytes, const char* what) {
   return CudaStatus(e, "cudaMalloc", __FILE__, __LINE__);
 }
 
-absl::Status DeviceCopyStatus(cudaError_t e, const char* what) {
-  if (e == cudaSuccess) return absl::OkStatus();
-  return CudaStatus(e, what, __FILE__, __LINE__);
-}
-
 }  // namespace lorasweep

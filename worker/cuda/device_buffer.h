@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "worker/cuda/cuda_status.h"
 
 namespace lorasweep {
 
@@ -100,11 +101,10 @@ class DeviceBuffer {
   int64_t size_ = 0;
 };
 
-absl::Status DeviceCopyStatus(cudaError_t e, const char* what);
-
 template <typename T>
 absl::Status DeviceBuffer<T>::Check(cudaError_t e, const char* what) {
-  return DeviceCopyStatus(e, what);
+  if (e == cudaSuccess) return absl::OkStatus();
+  return CudaStatus(e, what, __FILE__, __LINE__);
 }
 
 }  // namespace lorasweep

@@ -67,7 +67,6 @@ class CpuModelBackend : public ModelBackend {
     return absl::OkStatus();
   }
 
-  const LlamaWeights& weights() const override { return model_.weights(); }
   std::vector<std::pair<std::string, int64_t>> MemoryMetrics() const override { return {}; }
 
  private:

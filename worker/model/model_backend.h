@@ -48,7 +48,6 @@ class ModelBackend {
   // One AdamW step over the adapter with each gradient multiplied by grad_scale first.
   virtual absl::Status AdamW(const AdamWParams& params, float grad_scale) = 0;
 
-  virtual const LlamaWeights& weights() const = 0;
   // Metrics the device adds to each step's line (e.g. peak_gpu_bytes); empty on the CPU.
   virtual std::vector<std::pair<std::string, int64_t>> MemoryMetrics() const = 0;
 };
